@@ -1,0 +1,1 @@
+"""Interlink channels package."""
