@@ -1,0 +1,114 @@
+"""Load a YAML file into a pydantic model, reporting every error with file:line:column.
+
+Analysts edit these files by hand; a config error must say where it is and all of them
+must be reported at once, not one per attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
+Location = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in one file, at a line and column (1-based)."""
+
+    file: str
+    line: int
+    column: int
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        prefix = f"{self.file}:{self.line}:{self.column}"
+        return f"{prefix}: {self.where}: {self.message}" if self.where else (
+            f"{prefix}: {self.message}")
+
+
+class ConfigError(Exception):
+    """A configuration file could not be used; carries every issue found."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+def _mark(node: yaml.Node) -> Location:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _construct(node: yaml.Node, path: tuple[Any, ...],
+               locations: dict[tuple[Any, ...], Location]) -> Any:
+    """Build plain Python data from a YAML node, remembering where each path starts."""
+    locations[path] = _mark(node)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            out[key] = _construct(value_node, (*path, key), locations)
+            locations[(*path, key)] = _mark(key_node)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, (*path, i), locations) for i, item in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _issue_for(file: str, err: dict[str, Any],
+               locations: dict[tuple[Any, ...], Location]) -> ConfigIssue:
+    loc = tuple(err["loc"])
+    line, col = 1, 1
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in locations:
+            line, col = locations[loc[:n]]
+            break
+    if err["type"] == "extra_forbidden":
+        where, message = _where(loc[:-1]), f"unknown key '{loc[-1]}'"
+    else:
+        where, message = _where(loc), err["msg"]
+    return ConfigIssue(file, line, col, where, message)
+
+
+def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Location]]:
+    """Parse a YAML file into plain data plus a map from data paths to positions."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(str(path), line, col, "", f"YAML: {problem}")]) from exc
+    locations: dict[tuple[Any, ...], Location] = {}
+    data = {} if root is None else _construct(root, (), locations)
+    return data, locations
+
+
+def validate(model: type[Model], data: Any, *, file: str,
+             locations: dict[tuple[Any, ...], Location]) -> Model:
+    """Validate plain data against a model; every error becomes a located ConfigIssue."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        issues = [_issue_for(file, err, locations) for err in exc.errors()]
+        raise ConfigError(issues) from exc
+
+
+def load_model(model: type[Model], path: Path) -> Model:
+    """Read and validate one YAML file."""
+    data, locations = load_yaml(path)
+    return validate(model, data, file=str(path), locations=locations)

@@ -1,0 +1,162 @@
+"""The MLLP source connector: frames in, durable messages and honest ACKs out.
+
+It reads only the header on the hot path, decides the acknowledgment, hands the message
+to the store through an injected `commit` callable, and writes a positive ACK only after
+that commit returned (promise 1). Anything unreadable is still stored as received and
+answered AR/CR with an ERR segment (promise 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from profiles.hl7.acceptance import check_acceptance
+from profiles.hl7.ack import (
+    AckOutcome,
+    ErrorDetail,
+    ack_code,
+    build_ack,
+    build_reject_for_unreadable,
+)
+from profiles.hl7.batch import BatchError, is_batch, split_batch
+from profiles.hl7.header import Header, HeaderError, read_header
+from twisted.internet import defer
+from twisted.logger import Logger
+
+log = Logger()
+
+REJECT_CODES = frozenset({200, 201, 202, 203})
+"""Table 0357 codes that mean 'we do not take this kind of message at all' (AR/CR)."""
+
+STORE_FAILED = ErrorDetail(code=207, severity="E", text="message could not be stored")
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What the source hands to the store for one message (ids and facts, plus raw)."""
+
+    channel: str
+    received_at: float
+    peer: str
+    raw: bytes
+    ack_code: str
+    header: Header | None
+    error: str | None
+    salvaged_control_id: str = ""
+
+
+Commit = Callable[[Received], "defer.Deferred[Any]"]
+
+
+class MLLPSource:
+    """Implements the MLLP listener's frame handler for one channel."""
+
+    def __init__(
+        self,
+        channel: str,
+        commit: Commit,
+        *,
+        clock: Any,
+        control_ids: Callable[[], str],
+        sender: tuple[str, str] = ("INTERLINK", ""),
+    ) -> None:
+        self.channel = channel
+        self._commit = commit
+        self._clock = clock
+        self._control_ids = control_ids
+        self._sender = sender
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.seconds(), UTC)
+
+    # -- the listener's FrameHandler interface -------------------------------------------
+
+    def frame_received(self, payload: bytes, peer: str) -> defer.Deferred[bytes | None]:
+        """Store one frame (one message or a batch) and answer it after the commit."""
+        received_at = self._clock.seconds()
+        if is_batch(payload):
+            return self._receive_batch(payload, peer, received_at)
+        return self._receive_one(payload, peer, received_at)
+
+    def frame_refused(self, head: bytes, peer: str, reason: str) -> bytes | None:
+        """An oversize frame: keep what we saw of it and answer AR salvaging MSH-10."""
+        error = HeaderError(reason, _salvage_control_id(head))
+        self._commit(Received(self.channel, self._clock.seconds(), peer, head, "AR", None,
+                              f"refused: {reason}", error.salvaged_control_id)
+                     ).addErrback(_log_store_failure)
+        return build_reject_for_unreadable(head, error, now=self._now(),
+                                           control_id=self._control_ids(),
+                                           sender=self._sender)
+
+    # -- one message ---------------------------------------------------------------------
+
+    def _receive_one(self, raw: bytes, peer: str, received_at: float
+                     ) -> defer.Deferred[bytes | None]:
+        try:
+            header = read_header(raw)
+        except HeaderError as error:
+            return self._reject_unreadable(raw, peer, received_at, error)
+        errors = check_acceptance(header, raw)
+        outcome = _outcome(errors)
+        code = ack_code(header, outcome)
+        failed = "; ".join(f"{e.code} {e.text}".strip() for e in errors
+                           if e.severity in ("E", "F")) or None
+        d = self._commit(Received(self.channel, received_at, peer, raw, code, header, failed))
+
+        def stored(_: Any) -> bytes:
+            return build_ack(header, outcome=outcome, now=self._now(),
+                             control_id=self._control_ids(), sender=self._sender,
+                             errors=errors)
+
+        def not_stored(failure: Any) -> bytes:
+            _log_store_failure(failure)
+            return build_ack(header, outcome=AckOutcome.ERROR, now=self._now(),
+                             control_id=self._control_ids(), sender=self._sender,
+                             errors=[STORE_FAILED])
+
+        return d.addCallbacks(stored, not_stored)
+
+    def _reject_unreadable(self, raw: bytes, peer: str, received_at: float,
+                           error: HeaderError) -> defer.Deferred[bytes | None]:
+        d = self._commit(Received(self.channel, received_at, peer, raw, "AR", None,
+                                  f"unreadable header: {error.reason}",
+                                  error.salvaged_control_id))
+        d.addErrback(_log_store_failure)
+        return d.addCallback(lambda _: build_reject_for_unreadable(
+            raw, error, now=self._now(), control_id=self._control_ids(), sender=self._sender))
+
+    # -- batches -------------------------------------------------------------------------
+
+    def _receive_batch(self, raw: bytes, peer: str, received_at: float
+                       ) -> defer.Deferred[bytes | None]:
+        try:
+            parts = split_batch(raw)
+        except BatchError as error:
+            return self._reject_unreadable(raw, peer, received_at,
+                                           HeaderError(f"malformed batch: {error}", ""))
+        answers = [self._receive_one(part, peer, received_at) for part in parts]
+        d = defer.gatherResults(answers, consumeErrors=True)
+        return d.addCallback(lambda acks: b"".join(
+            a if a.endswith(b"\r") else a + b"\r" for a in acks if a))
+
+
+def _outcome(errors: list[ErrorDetail]) -> AckOutcome:
+    """REJECT for messages we never take, ERROR for broken ones, else ACCEPT."""
+    severe = [e for e in errors if e.severity in ("E", "F")]
+    if any(e.code in REJECT_CODES for e in severe):
+        return AckOutcome.REJECT
+    return AckOutcome.ERROR if severe else AckOutcome.ACCEPT
+
+
+def _salvage_control_id(head: bytes) -> str:
+    try:
+        return read_header(head).control_id
+    except HeaderError as error:
+        return error.salvaged_control_id
+
+
+def _log_store_failure(failure: Any) -> None:
+    log.error("message could not be stored: {error}", error=failure.getErrorMessage())

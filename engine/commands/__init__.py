@@ -1,0 +1,1 @@
+"""Subcommands of the `interlink` command, one module each."""

@@ -1,0 +1,56 @@
+"""`interlink run`: start the engine and run until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import (
+    globalLogBeginner,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
+
+from engine.commands.common import add_config_option, load_or_exit
+
+
+def register(sub: Any) -> None:
+    """Add the `run` subcommand."""
+    parser = sub.add_parser("run", help="start the engine")
+    add_config_option(parser)
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run the engine in the reactor; SIGTERM stops it cleanly via reactor shutdown."""
+    config = load_or_exit(args)
+    observer = (jsonFileLogObserver(sys.stdout) if config.log_format == "json"
+                else textFileLogObserver(sys.stdout))
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+    from twisted.internet import reactor
+
+    from engine.service import EngineService
+
+    service = EngineService(config, reactor)
+    outcome: dict[str, Any] = {"code": 0}
+
+    def failed_to_start(failure: Any) -> None:
+        print(f"interlink: could not start: {failure.getErrorMessage()}", file=sys.stderr)
+        outcome["code"] = 1
+        reactor.stop()
+
+    def start() -> None:
+        service.startService()
+        service.ready.addErrback(failed_to_start)
+
+    def stop() -> defer.Deferred[None]:
+        return service.stopService() if service.running else defer.succeed(None)
+
+    reactor.suggestThreadPoolSize(4)
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    reactor.run()
+    return int(outcome["code"])

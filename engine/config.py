@@ -1,0 +1,135 @@
+"""The engine file (`conf/interlink.yaml`) and the environment overrides a deployer expects.
+
+Relative `data_dir` is taken from the working directory (so `make run` keeps its data in
+`./var`); every other relative path is taken from the directory of the engine file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from channels.configfile import ConfigError, ConfigIssue, load_yaml, validate
+
+DEFAULT_CONFIG = Path("conf/interlink.yaml")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(Strict):
+    """Server certificate and, optionally, client certificates the listener requires."""
+
+    certificate: Path
+    private_key: Path
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = False
+
+
+class MLLPConfig(Strict):
+    """The engine's MLLP listener and the channel its messages belong to."""
+
+    port: int = Field(2575, ge=0, le=65535)
+    interface: str = "127.0.0.1"
+    endpoint: str | None = Field(
+        None, description="A full Twisted endpoint string; overrides port and interface.")
+    channel: str = Field("inbound", min_length=1, max_length=128)
+    max_frame_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    idle_timeout_seconds: float | None = Field(300.0, gt=0)
+    max_connections: int = Field(1000, gt=0)
+    tls: TLSConfig | None = None
+
+    def endpoint_description(self) -> str:
+        """The Twisted server endpoint string this listener binds."""
+        if self.endpoint:
+            return self.endpoint
+        return f"tcp:{self.port}:interface={self.interface}:backlog=1024"
+
+
+class StoreConfig(Strict):
+    """Where messages live; SQLite under the data directory unless a URL is given."""
+
+    url: str | None = None
+    duplicate_window_seconds: float = Field(86400.0, ge=0)
+
+
+class AdminConfig(Strict):
+    """The admin API and dashboard listener."""
+
+    port: int = Field(8575, ge=0, le=65535)
+    interface: str = "127.0.0.1"
+
+
+class EngineConfig(Strict):
+    """Everything `interlink run` needs to start."""
+
+    data_dir: Path = Path("var")
+    store: StoreConfig = StoreConfig()
+    mllp: MLLPConfig = MLLPConfig()
+    admin: AdminConfig = AdminConfig()
+    sender_application: str = "INTERLINK"
+    sender_facility: str = ""
+    log_format: str = Field("text", pattern="^(text|json)$")
+
+    def store_url(self) -> str:
+        """The store's SQLAlchemy URL."""
+        from engine.store.store import sqlite_url
+
+        return self.store.url or sqlite_url(self.data_dir)
+
+
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "INTERLINK_DATA_DIR": ("data_dir",),
+    "INTERLINK_MLLP_PORT": ("mllp", "port"),
+    "INTERLINK_ADMIN_PORT": ("admin", "port"),
+    "INTERLINK_STORE_URL": ("store", "url"),
+}
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str],
+               locations: dict[tuple[Any, ...], tuple[int, int]]) -> None:
+    for name, path in ENV_OVERRIDES.items():
+        value = environ.get(name)
+        if value is None or value == "":
+            continue
+        node = data
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[path[-1]] = value
+            locations[path] = (0, 0)
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The engine file to read: the argument, else INTERLINK_CONFIG, else the default."""
+    return Path(explicit or environ.get("INTERLINK_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> EngineConfig:
+    """Read the engine file, apply environment overrides, validate everything at once."""
+    if not path.exists():
+        raise ConfigError([ConfigIssue(str(path), 1, 1, "", "file not found")])
+    data, locations = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue(str(path), 1, 1, "", "expected a mapping at the top")])
+    _apply_env(data, environ, locations)
+    config = validate(EngineConfig, data, file=str(path), locations=locations)
+    base = path.parent
+    if config.mllp.tls is not None:
+        tls = config.mllp.tls
+        config = config.model_copy(update={"mllp": config.mllp.model_copy(update={
+            "tls": tls.model_copy(update={
+                "certificate": base / tls.certificate,
+                "private_key": base / tls.private_key,
+                "ca_certificates": base / tls.ca_certificates if tls.ca_certificates else None,
+            })})})
+    return config

@@ -1,0 +1,86 @@
+"""Table definitions for the store, portable between SQLite and PostgreSQL.
+
+Times are integer microseconds since the Unix epoch (UTC): exact, sortable and identical
+on every backend, and cheap to write on the ingest hot path.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("channel", String(128), nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("peer", String(128), nullable=False, default=""),
+    Column("control_id", String(199), nullable=False, default=""),
+    Column("message_type", String(64), nullable=False, default=""),
+    Column("version", String(16), nullable=False, default=""),
+    Column("sending_application", String(227), nullable=False, default=""),
+    Column("sending_facility", String(227), nullable=False, default=""),
+    Column("patient_id", String(250), nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("ack_code", String(2), nullable=False, default=""),
+    Column("duplicate_of", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_messages_channel_received", messages.c.channel, messages.c.received_at)
+Index("ix_messages_control_id", messages.c.control_id)
+Index("ix_messages_status", messages.c.status)
+Index("ix_messages_patient_id", messages.c.patient_id)
+
+contents = Table(
+    "contents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", BigInteger, ForeignKey("messages.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("destination", String(128), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+Index("ix_contents_message", contents.c.message_id, contents.c.kind)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", BigInteger, ForeignKey("messages.id"), nullable=False),
+    Column("destination", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", BigInteger, nullable=True),
+    Column("lane_key", String(250), nullable=False, default=""),
+    Column("last_error", Text, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_deliveries_queue", deliveries.c.destination, deliveries.c.status, deliveries.c.id)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("message_id", BigInteger, nullable=True),
+    Column("channel", String(128), nullable=True),
+    Column("detail", Text, nullable=False, default="{}"),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_audit_message", audit_events.c.message_id)

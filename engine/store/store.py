@@ -1,0 +1,322 @@
+"""The store: a narrow, synchronous interface over SQLAlchemy Core.
+
+Writes happen only through `commit_batch`, which the group-commit writer calls from its
+one thread; reads (`list_messages`, `pending_routing`, ...) are safe from anywhere,
+including another process while the engine runs (SQLite in WAL mode).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
+from sqlalchemy.engine import make_url
+
+from engine.audit import GENESIS_HASH, AuditChain, AuditEvent, verify_rows
+from engine.store import schema
+from engine.store.schema import audit_events, contents, messages
+from engine.store.status import ContentKind, Status
+
+POSITIVE_ACKS = ("AA", "CA")
+ENGINE_ACTOR = "engine"
+
+
+_TRANSITION = (
+    update(messages)
+    .where(messages.c.id == bindparam("mid"))
+    .values(status=bindparam("new_status"), error=bindparam("new_error"),
+            updated_at=bindparam("now"))
+)
+
+
+def now_us() -> int:
+    """Wall-clock time in the store's unit (integer microseconds, UTC epoch)."""
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True)
+class IncomingMessage:
+    """A message as it came off the wire, with the header facts read on the hot path."""
+
+    channel: str
+    received_at: int
+    peer: str
+    raw: bytes
+    ack_code: str
+    control_id: str = ""
+    message_type: str = ""
+    version: str = ""
+    sending_application: str = ""
+    sending_facility: str = ""
+    patient_id: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """What the store decided for an incoming message once it was committed."""
+
+    id: int
+    channel: str
+    status: Status
+    duplicate_of: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of a message's status, with a reason that names ids, never content."""
+
+    message_id: int
+    channel: str
+    status: Status
+    reason: str = ""
+    error: str | None = None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL with synchronous=FULL: a committed message survives power loss."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded default store location under a data directory."""
+    return f"sqlite:///{(data_dir / 'interlink.db').resolve()}"
+
+
+def open_store(url: str, *, duplicate_window_s: float = 86400.0) -> Store:
+    """Open (and create if needed) the store at a SQLAlchemy URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    schema.metadata.create_all(engine)
+    return Store(engine, duplicate_window_us=int(duplicate_window_s * 1_000_000))
+
+
+class Store:
+    """Append raw messages, record transitions, answer queries; nothing more."""
+
+    def __init__(self, engine: Engine, *, duplicate_window_us: int) -> None:
+        self.engine = engine
+        self.duplicate_window_us = duplicate_window_us
+        self._writer: Connection | None = None
+        self._next_id = 0
+        self._chain: AuditChain | None = None
+
+    # -- writing (the writer thread only) ------------------------------------------------
+
+    def _writer_connection(self) -> Connection:
+        """The writer's own connection, opened lazily in the writer's thread."""
+        if self._writer is None:
+            conn = self.engine.connect()
+            last_id = conn.execute(select(func.max(messages.c.id))).scalar()
+            last_hash = conn.execute(
+                select(audit_events.c.hash).order_by(audit_events.c.id.desc()).limit(1)
+            ).scalar()
+            conn.rollback()
+            self._next_id = (last_id or 0) + 1
+            self._chain = AuditChain(last_hash or GENESIS_HASH)
+            self._writer = conn
+        return self._writer
+
+    def commit_batch(
+        self,
+        incoming: Sequence[IncomingMessage],
+        transitions: Sequence[Transition] = (),
+    ) -> list[StoredMessage]:
+        """Store new messages and apply transitions in one transaction (one fsync)."""
+        conn = self._writer_connection()
+        assert self._chain is not None
+        chain_tail = self._chain.last_hash
+        try:
+            stored = self._write(conn, incoming, transitions)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            self._chain.last_hash = chain_tail
+            self._next_id -= len(incoming)
+            raise
+        return stored
+
+    def _write(
+        self,
+        conn: Connection,
+        incoming: Sequence[IncomingMessage],
+        transitions: Sequence[Transition],
+    ) -> list[StoredMessage]:
+        assert self._chain is not None
+        now = now_us()
+        originals = self._find_originals(conn, incoming, now)
+        message_rows: list[dict[str, Any]] = []
+        content_rows: list[dict[str, Any]] = []
+        events: list[AuditEvent] = []
+        stored: list[StoredMessage] = []
+        for msg in incoming:
+            mid = self._next_id
+            self._next_id += 1
+            duplicate_of = None
+            if msg.error is not None or msg.ack_code not in POSITIVE_ACKS:
+                status, action = Status.ERROR, "message.rejected"
+            else:
+                key = (msg.channel, msg.sending_application, msg.sending_facility,
+                       msg.control_id)
+                duplicate_of = originals.get(key) if msg.control_id else None
+                if duplicate_of is None:
+                    status, action = Status.RECEIVED, "message.received"
+                    if msg.control_id:
+                        originals[key] = mid
+                else:
+                    status, action = Status.FILTERED, "message.duplicate"
+            message_rows.append({
+                "id": mid,
+                "channel": msg.channel,
+                "received_at": msg.received_at,
+                "peer": msg.peer,
+                "control_id": msg.control_id,
+                "message_type": msg.message_type,
+                "version": msg.version,
+                "sending_application": msg.sending_application,
+                "sending_facility": msg.sending_facility,
+                "patient_id": msg.patient_id,
+                "status": status.value,
+                "ack_code": msg.ack_code,
+                "duplicate_of": duplicate_of,
+                "error": msg.error,
+                "updated_at": now,
+            })
+            content_rows.append({
+                "message_id": mid,
+                "kind": ContentKind.RAW.value,
+                "destination": None,
+                "created_at": now,
+                "data": msg.raw,
+            })
+            detail: dict[str, Any] = {"status": status.value, "ack": msg.ack_code,
+                                      "peer": msg.peer, "control_id": msg.control_id}
+            if duplicate_of is not None:
+                detail["duplicate_of"] = duplicate_of
+            if msg.error is not None:
+                detail["error"] = msg.error
+            events.append(AuditEvent(now, ENGINE_ACTOR, action, mid, msg.channel, detail))
+            stored.append(StoredMessage(mid, msg.channel, status, duplicate_of))
+        if message_rows:
+            conn.execute(messages.insert(), message_rows)
+            conn.execute(contents.insert(), content_rows)
+        if transitions:
+            conn.execute(_TRANSITION, [
+                {"mid": tr.message_id, "new_status": tr.status.value, "new_error": tr.error,
+                 "now": now}
+                for tr in transitions
+            ])
+        for tr in transitions:
+            detail = {"status": tr.status.value}
+            if tr.reason:
+                detail["reason"] = tr.reason
+            events.append(AuditEvent(now, ENGINE_ACTOR, "message.status", tr.message_id,
+                                     tr.channel, detail))
+        if events:
+            conn.execute(audit_events.insert(), self._chain.rows(events))
+        return stored
+
+    def _find_originals(
+        self, conn: Connection, incoming: Sequence[IncomingMessage], now: int
+    ) -> dict[tuple[str, str, str, str], int]:
+        """Earlier accepted messages that incoming ones would duplicate, by their key."""
+        control_ids = {m.control_id for m in incoming if m.control_id and m.error is None}
+        if not control_ids or self.duplicate_window_us <= 0:
+            return {}
+        since = now - self.duplicate_window_us
+        rows = conn.execute(
+            select(messages.c.id, messages.c.channel, messages.c.sending_application,
+                   messages.c.sending_facility, messages.c.control_id)
+            .where(messages.c.control_id.in_(control_ids))
+            .where(messages.c.received_at >= since)
+            .where(messages.c.duplicate_of.is_(None))
+            .where(messages.c.ack_code.in_(POSITIVE_ACKS))
+        )
+        return {(r.channel, r.sending_application, r.sending_facility, r.control_id): r.id
+                for r in rows}
+
+    def close(self) -> None:
+        """Close the writer's connection and the pool."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.engine.dispose()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def pending_routing(self, limit: int = 1000, after_id: int = 0) -> list[tuple[int, str]]:
+        """Messages committed but not yet routed (what recovery picks up), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(messages.c.id, messages.c.channel)
+                .where(messages.c.status == Status.RECEIVED.value)
+                .where(messages.c.id > after_id)
+                .order_by(messages.c.id)
+                .limit(limit)
+            )
+            return [(r.id, r.channel) for r in rows]
+
+    def list_messages(
+        self,
+        *,
+        channel: str | None = None,
+        status: str | None = None,
+        control_id: str | None = None,
+        since_us: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Message metadata (no content) matching the filters, oldest first."""
+        query = select(messages).order_by(messages.c.id)
+        if channel:
+            query = query.where(messages.c.channel == channel)
+        if status:
+            query = query.where(messages.c.status == status.upper())
+        if control_id:
+            query = query.where(messages.c.control_id == control_id)
+        if since_us is not None:
+            query = query.where(messages.c.received_at >= since_us)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def content(self, message_id: int, kind: ContentKind = ContentKind.RAW) -> bytes | None:
+        """One stored payload of a message."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(contents.c.data)
+                .where(contents.c.message_id == message_id)
+                .where(contents.c.kind == kind.value)
+                .order_by(contents.c.id)
+                .limit(1)
+            ).scalar()
+
+    def audit_trail(self, message_id: int) -> list[dict[str, Any]]:
+        """Every audit event of one message, in order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(audit_events)
+                .where(audit_events.c.message_id == message_id)
+                .order_by(audit_events.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def verify_audit(self) -> tuple[int, Any]:
+        """Walk the whole audit chain; return (events checked, first break or None)."""
+        with self.engine.connect() as conn:
+            rows: Iterable[Any] = conn.execute(select(audit_events).order_by(audit_events.c.id))
+            return verify_rows(rows)
