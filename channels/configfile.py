@@ -15,6 +15,26 @@ from pydantic import BaseModel, ValidationError
 
 Model = TypeVar("Model", bound=BaseModel)
 Location = tuple[int, int]
+DataPath = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class Positions:
+    """Where each value, and each mapping key, of a YAML document starts."""
+
+    values: dict[DataPath, Location]
+    keys: dict[DataPath, Location]
+
+    def of_value(self, path: DataPath) -> Location:
+        """Position of the value at `path`, or of its nearest enclosing value."""
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.values:
+                return self.values[path[:n]]
+        return 1, 1
+
+    def of_key(self, path: DataPath) -> Location:
+        """Position of the key naming `path`, falling back to its value's position."""
+        return self.keys.get(path) or self.of_value(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,19 +65,18 @@ def _mark(node: yaml.Node) -> Location:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _construct(node: yaml.Node, path: tuple[Any, ...],
-               locations: dict[tuple[Any, ...], Location]) -> Any:
+def _construct(node: yaml.Node, path: DataPath, positions: Positions) -> Any:
     """Build plain Python data from a YAML node, remembering where each path starts."""
-    locations[path] = _mark(node)
+    positions.values[path] = _mark(node)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = yaml.safe_load(yaml.serialize(key_node))
-            out[key] = _construct(value_node, (*path, key), locations)
-            locations[(*path, key)] = _mark(key_node)
+            positions.keys[(*path, key)] = _mark(key_node)
+            out[key] = _construct(value_node, (*path, key), positions)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, i), locations) for i, item in enumerate(node.value)]
+        return [_construct(item, (*path, i), positions) for i, item in enumerate(node.value)]
     return yaml.safe_load(yaml.serialize(node))
 
 
@@ -68,22 +87,16 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _issue_for(file: str, err: dict[str, Any],
-               locations: dict[tuple[Any, ...], Location]) -> ConfigIssue:
+def _issue_for(file: str, err: Any, positions: Positions) -> ConfigIssue:
     loc = tuple(err["loc"])
-    line, col = 1, 1
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in locations:
-            line, col = locations[loc[:n]]
-            break
     if err["type"] == "extra_forbidden":
-        where, message = _where(loc[:-1]), f"unknown key '{loc[-1]}'"
-    else:
-        where, message = _where(loc), err["msg"]
-    return ConfigIssue(file, line, col, where, message)
+        line, col = positions.of_key(loc)
+        return ConfigIssue(file, line, col, _where(loc[:-1]), f"unknown key '{loc[-1]}'")
+    line, col = positions.of_value(loc)
+    return ConfigIssue(file, line, col, _where(loc), err["msg"])
 
 
-def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Location]]:
+def load_yaml(path: Path) -> tuple[Any, Positions]:
     """Parse a YAML file into plain data plus a map from data paths to positions."""
     text = path.read_text(encoding="utf-8")
     try:
@@ -93,22 +106,21 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Location]]:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([ConfigIssue(str(path), line, col, "", f"YAML: {problem}")]) from exc
-    locations: dict[tuple[Any, ...], Location] = {}
-    data = {} if root is None else _construct(root, (), locations)
-    return data, locations
+    positions = Positions({}, {})
+    data = {} if root is None else _construct(root, (), positions)
+    return data, positions
 
 
-def validate(model: type[Model], data: Any, *, file: str,
-             locations: dict[tuple[Any, ...], Location]) -> Model:
+def validate(model: type[Model], data: Any, *, file: str, positions: Positions) -> Model:
     """Validate plain data against a model; every error becomes a located ConfigIssue."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        issues = [_issue_for(file, err, locations) for err in exc.errors()]
+        issues = [_issue_for(file, err, positions) for err in exc.errors()]
         raise ConfigError(issues) from exc
 
 
 def load_model(model: type[Model], path: Path) -> Model:
     """Read and validate one YAML file."""
-    data, locations = load_yaml(path)
-    return validate(model, data, file=str(path), locations=locations)
+    data, positions = load_yaml(path)
+    return validate(model, data, file=str(path), positions=positions)

@@ -93,8 +93,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str],
-               locations: dict[tuple[Any, ...], tuple[int, int]]) -> None:
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
     for name, path in ENV_OVERRIDES.items():
         value = environ.get(name)
         if value is None or value == "":
@@ -106,7 +105,6 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str],
                 break
         else:
             node[path[-1]] = value
-            locations[path] = (0, 0)
 
 
 def config_path(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -118,11 +116,11 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> EngineCo
     """Read the engine file, apply environment overrides, validate everything at once."""
     if not path.exists():
         raise ConfigError([ConfigIssue(str(path), 1, 1, "", "file not found")])
-    data, locations = load_yaml(path)
+    data, positions = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(str(path), 1, 1, "", "expected a mapping at the top")])
-    _apply_env(data, environ, locations)
-    config = validate(EngineConfig, data, file=str(path), locations=locations)
+    _apply_env(data, environ)
+    config = validate(EngineConfig, data, file=str(path), positions=positions)
     base = path.parent
     if config.mllp.tls is not None:
         tls = config.mllp.tls

@@ -1,0 +1,84 @@
+"""Group commit on a real thread and a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from engine.store.status import Status
+from engine.store.store import IncomingMessage, Transition, now_us, open_store
+from engine.writer import GroupCommitWriter, WriterClosed
+
+
+def incoming(n: int) -> IncomingMessage:
+    return IncomingMessage("inbound", now_us(), "peer", b"MSH|^~\\&|x\r", "AA",
+                           control_id=f"G{n}", sending_application="APP")
+
+
+class FailingStore:
+    """A store whose disk is gone: every commit raises."""
+
+    def commit_batch(self, incoming: object, transitions: object = ()) -> object:
+        raise OSError("disk I/O error")
+
+    def close(self) -> None:
+        pass
+
+
+class GroupCommitWriterTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.store = open_store(f"sqlite:///{Path(self.mktemp()).resolve()}.db")
+        self.writer = GroupCommitWriter(self.store, reactor)
+        self.writer.start()
+        self.addCleanup(self._stop)
+
+    def _stop(self) -> defer.Deferred[None]:
+        return self.writer.stop() if not self.writer._closed else defer.succeed(None)
+
+    @defer.inlineCallbacks
+    def test_messages_arriving_together_share_commits(self) -> defer.Generator:
+        """Messages submitted while a commit runs join the next one: fewer commits than messages."""
+        results = yield defer.gatherResults([self.writer.submit(incoming(n)) for n in range(300)])
+        self.assertEqual([r.id for r in results], list(range(1, 301)))
+        self.assertLess(self.writer.commits, 300)
+        self.assertEqual(len(self.store.list_messages()), 300)
+
+    @defer.inlineCallbacks
+    def test_result_fires_only_after_commit(self) -> defer.Generator:
+        """When a submit's Deferred fires, another connection already sees the row."""
+        stored = yield self.writer.submit(incoming(1))
+        reader = open_store(str(self.store.engine.url))
+        self.assertEqual([r["id"] for r in reader.list_messages()], [stored.id])
+        reader.close()
+
+    @defer.inlineCallbacks
+    def test_transitions_commit(self) -> defer.Generator:
+        """Status changes go through the same writer and land in the store."""
+        stored = yield self.writer.submit(incoming(1))
+        yield self.writer.transition([Transition(stored.id, "inbound", Status.FILTERED, "x")])
+        [row] = self.store.list_messages()
+        self.assertEqual(row["status"], "FILTERED")
+
+    @defer.inlineCallbacks
+    def test_stop_refuses_new_work_after_draining(self) -> defer.Generator:
+        """Stopping commits what was submitted, then refuses more."""
+        pending = [self.writer.submit(incoming(n)) for n in range(20)]
+        yield self.writer.stop()
+        results = yield defer.gatherResults(pending)
+        self.assertEqual(len(results), 20)
+        yield self.assertFailure(self.writer.submit(incoming(99)), WriterClosed)
+
+
+class FailingStoreTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_store_failure_reaches_every_submitter(self) -> defer.Generator:
+        """If the store cannot commit, each waiting submitter gets the failure, not success."""
+        writer = GroupCommitWriter(FailingStore(), reactor)  # type: ignore[arg-type]
+        writer.start()
+        ds = [writer.submit(incoming(n)) for n in range(3)]
+        for d in ds:
+            yield self.assertFailure(d, OSError)
+        yield writer.stop()
+        self.flushLoggedErrors(OSError)
