@@ -121,6 +121,11 @@ class Decoder:
         return self._in_frame
 
     @property
+    def frame_bytes(self) -> int:
+        """Bytes of the unfinished frame received so far."""
+        return len(self._body)
+
+    @property
     def junk_pending(self) -> int:
         """Size of the current junk run, not reported yet because it has not ended."""
         return self._junk_size
