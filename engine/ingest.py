@@ -48,7 +48,7 @@ def to_incoming(received: Received) -> IncomingMessage:
         msg.control_id = h.control_id
         msg.message_type = "^".join(p for p in (h.message_type, h.trigger_event) if p)
         msg.version = h.version
-        msg.sending_application = h.sending_application
-        msg.sending_facility = h.sending_facility
+        msg.sending_application = str(h.sending_application)
+        msg.sending_facility = str(h.sending_facility)
         msg.patient_id = h.patient_id
     return msg

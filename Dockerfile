@@ -1,0 +1,29 @@
+# Interlink engine image: `interlink run` with the data directory on a volume.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    INTERLINK_DATA_DIR=/var/lib/interlink \
+    INTERLINK_CONFIG=/etc/interlink/interlink.yaml
+
+WORKDIR /opt/interlink
+COPY pyproject.toml README.md ./
+COPY engine ./engine
+COPY channels ./channels
+COPY profiles ./profiles
+COPY mllp ./mllp
+RUN pip install --no-cache-dir . \
+    && useradd --system --home-dir /var/lib/interlink --shell /usr/sbin/nologin interlink \
+    && mkdir -p /var/lib/interlink /etc/interlink \
+    && chown interlink /var/lib/interlink
+
+# The shipped engine file listens on loopback; in a container listen on all interfaces.
+COPY conf/ /etc/interlink/
+RUN sed -i 's/^\(  interface:\) 127.0.0.1/\1 0.0.0.0/' /etc/interlink/interlink.yaml
+
+USER interlink
+VOLUME ["/var/lib/interlink"]
+EXPOSE 2575 8575
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["interlink"]
+CMD ["run"]

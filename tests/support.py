@@ -1,0 +1,136 @@
+"""What the integration tests share: framing, free ports, engine processes, the corpus."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+INTERLINK = [sys.executable, "-m", "engine.cli"]
+SB, EB, CR = b"\x0b", b"\x1c", b"\r"
+
+
+def frame(payload: bytes) -> bytes:
+    """MLLP-frame a payload (written out here, independent of the codec under test)."""
+    return SB + payload + EB + CR
+
+
+def corpus_files() -> list[Path]:
+    """Every HL7 file of the public corpus, sorted."""
+    return sorted(CORPUS.rglob("*.hl7"))
+
+
+def first_line_fields(raw: bytes) -> list[bytes]:
+    """MSH fields split the naive way, as a test oracle independent of the profiles code."""
+    first = re.split(rb"\r\n|\r|\n", raw.lstrip(b"\xef\xbb\xbf"), maxsplit=1)[0]
+    sep = first[3:4] if first.startswith(b"MSH") else b"|"
+    return first.split(sep) if sep else [first]
+
+
+def msa(answer: bytes) -> list[bytes]:
+    """The MSA fields of an answer (empty list when there is no MSA)."""
+    for line in re.split(rb"\r\n|\r|\n", answer):
+        if line.startswith(b"MSA"):
+            return line.split(answer[3:4] or b"|")
+    return []
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None,
+                  timeout: float = 30.0) -> None:
+    """Block until something accepts connections on the port (or the process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"engine exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def send_and_receive(sock: socket.socket, payload: bytes, timeout: float = 10.0) -> bytes:
+    """Send one framed message on a blocking socket and read one framed answer."""
+    sock.settimeout(timeout)
+    sock.sendall(frame(payload))
+    buf = b""
+    while EB + CR not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before an answer")
+        buf += chunk
+    start = buf.find(SB)
+    return buf[start + 1: buf.find(EB + CR)]
+
+
+@dataclass
+class EngineProcess:
+    """An `interlink run` subprocess on its own data directory and port."""
+
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    config: Path | None = None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the engine and wait for it to exit; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run another `interlink` command against this engine's store."""
+        env = engine_env(self.data_dir, self.port, self.config)
+        return subprocess.run([*INTERLINK, *args], env=env,
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def engine_env(data_dir: Path, port: int, config: Path | None = None) -> dict[str, str]:
+    """Environment that points an engine (or a CLI command) at a test's own data."""
+    env = dict(os.environ)
+    env.update(INTERLINK_DATA_DIR=str(data_dir), INTERLINK_MLLP_PORT=str(port),
+               INTERLINK_ADMIN_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+    if config is not None:
+        env["INTERLINK_CONFIG"] = str(config)
+    return env
+
+
+def start_engine(data_dir: Path, port: int | None = None,
+                 config: Path | None = None) -> EngineProcess:
+    """Start `interlink run` (shipped config unless given) and wait until it listens."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / f"engine-{port}-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*INTERLINK, "run"], env=engine_env(data_dir, port, config),
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    engine = EngineProcess(data_dir, port, proc, log, config)
+    try:
+        wait_for_port(port, proc)
+    except Exception:
+        engine.stop(signal.SIGKILL)
+        raise RuntimeError(log.read_text()) from None
+    return engine
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    """Non-empty lines of a command's output."""
+    return (line for line in text.splitlines() if line.strip())
