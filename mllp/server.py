@@ -109,7 +109,6 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
     def __init__(self, factory: MLLPServerFactory) -> None:
         self.factory = factory
         self.peer = "unknown"
-        self.callLater = factory.clock.callLater
         self._handler = factory.handler
         self._decoder = Decoder(factory.max_frame_bytes)
         self._queue: deque[_Slot] = deque()
@@ -119,6 +118,10 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
         self._lost = False
         self._paused = False
 
+    def callLater(self, period: float, func: Any) -> Any:
+        """Schedule the idle timeout on the factory's clock (a task.Clock in tests)."""
+        return self.factory.clock.callLater(period, func)
+
     def connectionMade(self) -> None:
         self.peer = format_peer(self.transport.getPeer())
         self.factory.open_connections += 1
@@ -126,7 +129,7 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
         with suppress(AttributeError, NotImplementedError):
             self.transport.setTcpNoDelay(True)
         self.setTimeout(self.factory.idle_timeout)
-        log.info("MLLP connection from {peer}", peer=self.peer)
+        log.debug("MLLP connection from {peer}", peer=self.peer)
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -156,7 +159,7 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
         if self._counted:
             self._counted = False
             self.factory.open_connections -= 1
-        log.info("MLLP connection from {peer} closed", peer=self.peer)
+        log.debug("MLLP connection from {peer} closed", peer=self.peer)
 
     def timeoutConnection(self) -> None:
         log.info(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -300,7 +302,8 @@ class TLSTest(SocketTest):
     """TLS listeners with and without client certificates, against a throwaway CA."""
 
     def setUp(self) -> None:
-        directory = Path(self.mktemp())
+        directory = Path(tempfile.mkdtemp(prefix="mllp-tls-"))
+        self.addCleanup(shutil.rmtree, directory)
         self.ca = certs.make_ca(directory, "interlink-test-ca")
         self.rogue_ca = certs.make_ca(directory, "rogue-ca")
         self.server = certs.issue(directory, self.ca, "mllp-server", server=True)
