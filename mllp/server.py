@@ -207,8 +207,10 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
             result.addCallbacks(
                 self._completed, self._failed, callbackArgs=(slot,), errbackArgs=(slot,)
             )
-        elif self._queue:
-            self._enqueue(_Slot(result, done=True))
+        elif self._queue or not isinstance(result, bytes | None):
+            slot = _Slot()
+            self._enqueue(slot)
+            self._completed(result, slot)
         elif result is not None:
             self.transport.write(encode(result))
 

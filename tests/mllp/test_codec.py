@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -255,3 +258,13 @@ def test_large_frame_in_small_chunks_is_linear() -> None:
     for i in range(0, len(stream), 4096):
         events += decoder.feed(stream[i : i + 4096])
     assert events == [Frame(body)]
+
+
+def test_codec_module_does_not_import_twisted() -> None:
+    """The codec stays sans-IO: importing it alone loads no Twisted module."""
+    code = "import sys, mllp.codec; print(any(m.startswith('twisted') for m in sys.modules))"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == "False"

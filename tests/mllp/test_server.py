@@ -364,3 +364,14 @@ def test_failed_deferred_that_fired_already_is_handled() -> None:
         protocol.dataReceived(encode(b"m1"))
     assert transport.disconnecting
     assert transport.value() == b""
+
+
+def test_synchronous_answer_of_wrong_type_is_a_failure() -> None:
+    """A str returned directly is a handler bug: nothing is written and the peer is closed."""
+    handler = RecordingHandler(lambda payload: "ACK")  # type: ignore[arg-type,return-value]
+    protocol, transport, _ = connect(handler)
+    with capturedLogs() as events:
+        protocol.dataReceived(encode(b"m1"))
+    assert transport.value() == b""
+    assert transport.disconnecting
+    assert "TypeError" in text_of(list(events))
