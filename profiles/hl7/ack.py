@@ -1,0 +1,215 @@
+"""Acknowledgments: pure functions of the received header, the outcome, ``now`` and an id."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from profiles.hl7.delimiters import DEFAULT_DELIMITERS, Delimiters, version_tuple
+from profiles.hl7.escape import escape
+from profiles.hl7.header import EMPTY_HD, Header, HeaderError, salvage_control_id
+from profiles.hl7.tables import ERROR_CODES, SEVERITIES
+
+DEFAULT_SENDER = ("INTERLINK", "")
+FALLBACK_VERSION = "2.5"
+
+
+class AckOutcome(enum.Enum):
+    """What the receiver decided; the mode of the sender picks the letters."""
+
+    ACCEPT = "A"
+    ERROR = "E"
+    REJECT = "R"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    """One ERR entry. ``text`` is a diagnostic and must never quote message content."""
+
+    code: int
+    severity: str = "E"
+    segment: str = ""
+    sequence: int = 1
+    field: int | None = None
+    component: int | None = None
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if self.code not in ERROR_CODES:
+            raise ValueError(f"{self.code} is not in HL7 table 0357")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity {self.severity!r} is not in HL7 table 0516")
+
+    @property
+    def code_text(self) -> str:
+        """The table 0357 description of ``code``."""
+        return ERROR_CODES[self.code]
+
+
+def ack_code(header: Header, outcome: AckOutcome) -> str:
+    """AA/AE/AR in original mode; CA/CE/CR when MSH-15 or MSH-16 asks for enhanced mode."""
+    return ("C" if header.enhanced_mode else "A") + outcome.value
+
+
+def format_timestamp(now: datetime) -> str:
+    """HL7 DTM to the second, with the UTC offset when ``now`` carries one."""
+    return now.strftime("%Y%m%d%H%M%S") + now.strftime("%z")
+
+
+def _fields(name: str, values: list[str]) -> list[str]:
+    while values and not values[-1]:
+        values.pop()
+    return [name, *values]
+
+
+def _msh(
+    header: Header, d: Delimiters, now: datetime, control_id: str, sender: tuple[str, str]
+) -> str:
+    e = escape
+    version = header.version or FALLBACK_VERSION
+    parts = ["ACK", e(header.trigger_event, d)]
+    if not version_tuple(version) or version_tuple(version) >= (2, 3, 1):
+        parts.append("ACK")
+    while parts[-1] == "" and len(parts) > 1:
+        parts.pop()
+    fields = [
+        e(sender[0], d),
+        e(sender[1], d),
+        header.sending_application.text,
+        header.sending_facility.text,
+        format_timestamp(now),
+        "",
+        d.component.join(parts),
+        e(control_id, d),
+        e(header.processing_id or "P", d),
+        e(version, d),
+        "",
+        "",
+        "",
+        "",
+        "",
+        d.repetition.join(e(cs, d) for cs in header.character_sets),
+    ]
+    while fields and not fields[-1]:
+        fields.pop()
+    return d.field.join(["MSH", d.encoding_characters, *fields])
+
+
+def _err_v25(error: ErrorDetail, d: Delimiters) -> str:
+    location = ""
+    if error.segment:
+        location = d.component.join(
+            [
+                escape(error.segment, d),
+                str(error.sequence),
+                "" if error.field is None else str(error.field),
+                "",
+                "" if error.component is None else str(error.component),
+            ]
+        ).rstrip(d.component)
+    code = d.component.join([str(error.code), escape(error.code_text, d), "HL70357"])
+    values = ["", location, code, error.severity, "", "", escape(error.text, d)]
+    return d.field.join(_fields("ERR", values))
+
+
+def _eld_v2x(error: ErrorDetail, d: Delimiters) -> str:
+    code = d.subcomponent.join([str(error.code), escape(error.code_text, d), "HL70357"])
+    return d.component.join(
+        [
+            escape(error.segment, d),
+            str(error.sequence) if error.segment else "",
+            "" if error.field is None else str(error.field),
+            code,
+        ]
+    )
+
+
+def build_ack(
+    header: Header,
+    *,
+    outcome: AckOutcome,
+    now: datetime,
+    control_id: str,
+    sender: tuple[str, str] = DEFAULT_SENDER,
+    errors: Iterable[ErrorDetail] = (),
+    text: str | None = None,
+) -> bytes:
+    """The ACK for ``header`` in its own delimiters and character set, segments ended by CR.
+
+    MSH swaps sender and receiver, MSA-2 echoes MSH-10. ERR follows the version: ERR-2/3/4/7
+    from v2.5 on, one repeating ERR-1 before. MSA-3 carries ``text`` where it exists
+    (before v2.7). A message without MSH-11/MSH-12 is answered as P / v2.5.
+    """
+    d = header.delimiters
+    version = version_tuple(header.version or FALLBACK_VERSION)
+    segments = [_msh(header, d, now, control_id, sender)]
+    msa = [ack_code(header, outcome), escape(header.control_id, d)]
+    if text and (not version or version < (2, 7)):
+        msa.append(escape(text, d))
+    segments.append(d.field.join(["MSA", *msa]))
+    errors = tuple(errors)
+    if errors:
+        if not version or version >= (2, 5):
+            segments.extend(_err_v25(error, d) for error in errors)
+        else:
+            eld = d.repetition.join(_eld_v2x(error, d) for error in errors)
+            segments.append(d.field.join(["ERR", eld]))
+    return "".join(segment + "\r" for segment in segments).encode(header.codec, "replace")
+
+
+def build_reject_for_unreadable(
+    raw: bytes,
+    error: HeaderError,
+    *,
+    now: datetime,
+    control_id: str,
+    sender: tuple[str, str] = DEFAULT_SENDER,
+) -> bytes:
+    """AR for a message whose MSH cannot be read: default delimiters, v2.5, ASCII.
+
+    MSA-2 is the salvaged MSH-10; ERR names the rule MSH broke, never its content.
+    """
+    salvaged = error.salvaged_control_id or salvage_control_id(raw)
+    header = _unreadable_header(salvaged.encode("ascii", "replace").decode("ascii"))
+    detail = ErrorDetail(
+        error.code if error.code in ERROR_CODES else 100,
+        "E",
+        segment="MSH",
+        sequence=1,
+        field=error.field,
+        text=error.reason,
+    )
+    return build_ack(
+        header,
+        outcome=AckOutcome.REJECT,
+        now=now,
+        control_id=control_id,
+        sender=sender,
+        errors=(detail,),
+        text=error.reason,
+    )
+
+
+def _unreadable_header(control_id: str) -> Header:
+    return Header(
+        delimiters=DEFAULT_DELIMITERS,
+        codec="ascii",
+        sending_application=EMPTY_HD,
+        sending_facility=EMPTY_HD,
+        receiving_application=EMPTY_HD,
+        receiving_facility=EMPTY_HD,
+        timestamp="",
+        message_type="",
+        trigger_event="",
+        message_structure="",
+        control_id=control_id,
+        processing_id="P",
+        version=FALLBACK_VERSION,
+        accept_ack_type="",
+        application_ack_type="",
+        character_sets=(),
+        profiles=(),
+        patient_id="",
+    )
