@@ -90,6 +90,10 @@ class Decoder:
 
     Each byte is searched once (``bytes.find`` over the new chunk only), and a frame
     that arrives in one chunk is sliced out without an intermediate buffer.
+
+    A frame is returned as soon as its EB arrives; whether the next byte is the CR of
+    the trailer (consumed) or the start of something else is decided when it arrives.
+    A sender that ends frames with a bare EB is therefore answered without delay.
     """
 
     __slots__ = (
