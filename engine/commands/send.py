@@ -82,7 +82,7 @@ def handle(args: argparse.Namespace) -> int:
 
     async def run(reactor: Any) -> None:
         try:
-            answers = await send_messages(reactor, f"tcp:{host}:{port}",
+            answers = await send_messages(reactor, (host.strip("[]"), int(port)),
                                           [m for _, m in labelled], timeout=args.timeout)
         except Exception as exc:
             print(f"interlink send: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 from twisted.internet import defer, reactor
@@ -29,7 +31,9 @@ class FailingStore:
 
 class GroupCommitWriterTests(unittest.TestCase):
     def setUp(self) -> None:
-        self.store = open_store(f"sqlite:///{Path(self.mktemp()).resolve()}.db")
+        tmp = Path(tempfile.mkdtemp(prefix="interlink-writer-"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        self.store = open_store(f"sqlite:///{tmp / 'store.db'}")
         self.writer = GroupCommitWriter(self.store, reactor)
         self.writer.start()
         self.addCleanup(self._stop)
