@@ -99,11 +99,3 @@ def _is_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def character_set_for(codec: str) -> str:
-    """The MSH-18 value that names ``codec`` (used when we must state what we wrote)."""
-    for name, value in CHARACTER_SETS.items():
-        if value == codec:
-            return name
-    return ""
