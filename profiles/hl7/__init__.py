@@ -3,7 +3,7 @@
 Nothing here does I/O or imports the rest of Interlink; see each module for its one job.
 """
 
-from profiles.hl7.acceptance import check_acceptance
+from profiles.hl7.acceptance import check_acceptance, suggested_outcome
 from profiles.hl7.ack import (
     AckOutcome,
     ErrorDetail,
@@ -39,5 +39,6 @@ __all__ = [
     "is_batch",
     "read_header",
     "split_batch",
+    "suggested_outcome",
     "unescape",
 ]

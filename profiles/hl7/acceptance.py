@@ -14,7 +14,7 @@ from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
-from profiles.hl7.ack import ErrorDetail
+from profiles.hl7.ack import AckOutcome, ErrorDetail
 from profiles.hl7.delimiters import version_tuple
 from profiles.hl7.header import Header
 from profiles.hl7.tables import (
@@ -27,10 +27,10 @@ from profiles.hl7.tables import (
     VERSIONS,
 )
 
-# hl7apy's libraries, oldest first; 2.1-2.3 ship structures but no code tables.
+# hl7apy's libraries used, oldest first. Its 2.1 and 2.2 libraries carry no code tables
+# and stricter structures than senders of that era keep to (NK1 required in ADT^A01),
+# so those versions are read with 2.3's structures and 2.3.1's tables.
 _LIBRARIES: tuple[tuple[tuple[int, ...], str], ...] = (
-    ((2, 1), "hl7apy.v2_1"),
-    ((2, 2), "hl7apy.v2_2"),
     ((2, 3), "hl7apy.v2_3"),
     ((2, 3, 1), "hl7apy.v2_3_1"),
     ((2, 4), "hl7apy.v2_4"),
@@ -191,3 +191,16 @@ def check_acceptance(header: Header, raw: bytes) -> list[ErrorDetail]:
                 )
             )
     return found
+
+
+# Findings that mean "this engine cannot take this kind of message at all".
+REJECT_CODES = frozenset({200, 201, 202, 203})
+
+
+def suggested_outcome(errors: list[ErrorDetail]) -> AckOutcome:
+    """A default policy for the engine: reject unsupported kinds, error on other E/F findings."""
+    if any(e.code in REJECT_CODES for e in errors):
+        return AckOutcome.REJECT
+    if any(e.severity in ("E", "F") for e in errors):
+        return AckOutcome.ERROR
+    return AckOutcome.ACCEPT
