@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from twisted.internet import defer
+from twisted.logger import Logger
+
 from profiles.hl7.acceptance import check_acceptance
 from profiles.hl7.ack import (
     AckOutcome,
@@ -22,9 +25,7 @@ from profiles.hl7.ack import (
     build_reject_for_unreadable,
 )
 from profiles.hl7.batch import BatchError, is_batch, split_batch
-from profiles.hl7.header import Header, HeaderError, read_header
-from twisted.internet import defer
-from twisted.logger import Logger
+from profiles.hl7.header import Header, HeaderError, read_header, salvage_control_id
 
 log = Logger()
 
@@ -83,7 +84,7 @@ class MLLPSource:
 
     def frame_refused(self, head: bytes, peer: str, reason: str) -> bytes | None:
         """An oversize frame: keep what we saw of it and answer AR salvaging MSH-10."""
-        error = HeaderError(reason, _salvage_control_id(head))
+        error = HeaderError(reason, salvage_control_id(head))
         self._commit(Received(self.channel, self._clock.seconds(), peer, head, "AR", None,
                               f"refused: {reason}", error.salvaged_control_id)
                      ).addErrback(_log_store_failure)
@@ -135,8 +136,10 @@ class MLLPSource:
         try:
             parts = split_batch(raw)
         except BatchError as error:
+            first_msh = raw.find(b"MSH")
+            salvaged = salvage_control_id(raw[first_msh:]) if first_msh >= 0 else ""
             return self._reject_unreadable(raw, peer, received_at,
-                                           HeaderError(f"malformed batch: {error}", ""))
+                                           HeaderError(f"malformed batch: {error}", salvaged))
         answers = [self._receive_one(part, peer, received_at) for part in parts]
         d = defer.gatherResults(answers, consumeErrors=True)
         return d.addCallback(lambda acks: b"".join(
@@ -149,13 +152,6 @@ def _outcome(errors: list[ErrorDetail]) -> AckOutcome:
     if any(e.code in REJECT_CODES for e in severe):
         return AckOutcome.REJECT
     return AckOutcome.ERROR if severe else AckOutcome.ACCEPT
-
-
-def _salvage_control_id(head: bytes) -> str:
-    try:
-        return read_header(head).control_id
-    except HeaderError as error:
-        return error.salvaged_control_id
 
 
 def _log_store_failure(failure: Any) -> None:

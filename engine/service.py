@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mllp.endpoints import TLSSettings, server_endpoint
-from mllp.server import MLLPServerFactory
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -22,6 +20,8 @@ from engine.ingest import Ingest
 from engine.router import Router
 from engine.store.store import Store, open_store
 from engine.writer import GroupCommitWriter
+from mllp.endpoints import TLSSettings, server_endpoint
+from mllp.server import MLLPServerFactory
 
 log = Logger()
 

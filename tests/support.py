@@ -38,9 +38,11 @@ def first_line_fields(raw: bytes) -> list[bytes]:
 
 def msa(answer: bytes) -> list[bytes]:
     """The MSA fields of an answer (empty list when there is no MSA)."""
+    start = answer.find(b"MSH")
+    sep = answer[start + 3:start + 4] if start >= 0 else b"|"
     for line in re.split(rb"\r\n|\r|\n", answer):
         if line.startswith(b"MSA"):
-            return line.split(answer[3:4] or b"|")
+            return line.split(sep or b"|")
     return []
 
 

@@ -75,8 +75,9 @@ def handle(args: argparse.Namespace) -> int:
         print("interlink send: no messages found", file=sys.stderr)
         return 2
 
-    from mllp.client import send_messages
     from twisted.internet import defer, task
+
+    from mllp.client import send_messages
 
     result: dict[str, int] = {"code": 0}
 
