@@ -55,7 +55,7 @@ def ack_code(header: Header, outcome: AckOutcome) -> str:
 
 def format_timestamp(now: datetime) -> str:
     """HL7 DTM to the second, with the UTC offset when ``now`` carries one."""
-    return now.strftime("%Y%m%d%H%M%S") + now.strftime("%z")
+    return now.strftime("%Y%m%d%H%M%S%z")
 
 
 def _fields(name: str, values: list[str]) -> list[str]:
@@ -70,7 +70,8 @@ def _msh(
     e = escape
     version = header.version or FALLBACK_VERSION
     parts = ["ACK", e(header.trigger_event, d)]
-    if not version_tuple(version) or version_tuple(version) >= (2, 3, 1):
+    numbers = version_tuple(version)
+    if not numbers or numbers >= (2, 3, 1):
         parts.append("ACK")
     while parts[-1] == "" and len(parts) > 1:
         parts.pop()

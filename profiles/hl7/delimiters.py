@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 SEGMENT_TERMINATOR = "\r"
 
@@ -86,6 +87,7 @@ def read_delimiters(field: str, msh2: str, version: str) -> Delimiters:
     return found
 
 
+@lru_cache(maxsize=256)
 def version_tuple(version: str) -> tuple[int, ...]:
     """'2.5.1' -> (2, 5, 1); anything unreadable sorts before every real version."""
     parts: list[int] = []
