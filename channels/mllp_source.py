@@ -105,12 +105,10 @@ class MLLPSource:
         code = ack_code(header, outcome)
         failed = "; ".join(f"{e.code} {e.text}".strip() for e in errors
                            if e.severity in ("E", "F")) or None
+        # Built before the commit so that, once it returns, answering is only a write.
+        ack = build_ack(header, outcome=outcome, now=self._now(),
+                        control_id=self._control_ids(), sender=self._sender, errors=errors)
         d = self._commit(Received(self.channel, received_at, peer, raw, code, header, failed))
-
-        def stored(_: Any) -> bytes:
-            return build_ack(header, outcome=outcome, now=self._now(),
-                             control_id=self._control_ids(), sender=self._sender,
-                             errors=errors)
 
         def not_stored(failure: Any) -> bytes:
             _log_store_failure(failure)
@@ -118,7 +116,7 @@ class MLLPSource:
                              control_id=self._control_ids(), sender=self._sender,
                              errors=[STORE_FAILED])
 
-        return d.addCallbacks(stored, not_stored)
+        return d.addCallbacks(lambda _: ack, not_stored)
 
     def _reject_unreadable(self, raw: bytes, peer: str, received_at: float,
                            error: HeaderError) -> defer.Deferred[bytes | None]:

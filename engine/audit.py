@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GENESIS_HASH = "0" * 64
+ROW_COLUMNS = ("at", "actor", "action", "message_id", "channel", "detail", "prev_hash", "hash")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,11 @@ class AuditEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def _part(value: str | int | None) -> str:
+    text = "" if value is None else str(value)
+    return f"{len(text)}:{text}"
+
+
 def canonical_form(
     at: int,
     actor: str,
@@ -35,17 +41,32 @@ def canonical_form(
     channel: str | None,
     detail_json: str,
 ) -> bytes:
-    """The exact bytes an event's hash covers; stable across backends and versions."""
-    return json.dumps(
-        [at, actor, action, message_id, channel, detail_json],
-        separators=(",", ":"),
-        ensure_ascii=True,
-    ).encode("ascii")
+    """The exact bytes an event's hash covers: length-prefixed fields, so unambiguous.
+
+    `detail_json` is hashed as stored, so its serialisation never has to be repeated
+    identically; None and '' are told apart by the type tag.
+    """
+    tags = "".join("n" if v is None else "v" for v in (message_id, channel))
+    return "|".join((tags, _part(at), _part(actor), _part(action), _part(message_id),
+                     _part(channel), _part(detail_json))).encode("utf-8")
+
+
+_encode = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 def detail_json(detail: dict[str, Any]) -> str:
-    """Serialise an event's detail the one way the chain expects."""
-    return json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """Serialise an event's detail compactly (flat str/int/None values take a fast path)."""
+    parts = []
+    for key, value in detail.items():
+        if isinstance(value, str):
+            parts.append(f"{_encode(key)}:{_encode(value)}")
+        elif value is None:
+            parts.append(f"{_encode(key)}:null")
+        elif type(value) is int:
+            parts.append(f"{_encode(key)}:{value}")
+        else:
+            return json.dumps(detail, separators=(",", ":"), ensure_ascii=True)
+    return "{" + ",".join(parts) + "}"
 
 
 def seal(prev_hash: str, canonical: bytes) -> str:
@@ -59,24 +80,16 @@ class AuditChain:
     def __init__(self, last_hash: str = GENESIS_HASH) -> None:
         self.last_hash = last_hash
 
-    def rows(self, events: Iterable[AuditEvent]) -> list[dict[str, Any]]:
-        """Turn events into `audit_events` rows, advancing the chain's tail."""
+    def rows(self, events: Iterable[AuditEvent]) -> list[tuple[Any, ...]]:
+        """Turn events into `audit_events` rows in `ROW_COLUMNS` order, advancing the tail."""
         out = []
         prev = self.last_hash
         for ev in events:
             dj = detail_json(ev.detail)
             digest = seal(prev, canonical_form(ev.at, ev.actor, ev.action, ev.message_id,
                                                ev.channel, dj))
-            out.append({
-                "at": ev.at,
-                "actor": ev.actor,
-                "action": ev.action,
-                "message_id": ev.message_id,
-                "channel": ev.channel,
-                "detail": dj,
-                "prev_hash": prev,
-                "hash": digest,
-            })
+            out.append((ev.at, ev.actor, ev.action, ev.message_id, ev.channel, dj, prev,
+                        digest))
             prev = digest
         self.last_hash = prev
         return out

@@ -51,6 +51,8 @@ class GroupCommitWriter:
         self._idle: list[defer.Deferred[None]] = []
         self.commits = 0
         self.messages_written = 0
+        self.transitions_written = 0
+        self.busy_seconds = 0.0
 
     def start(self) -> None:
         """Start the writer's thread."""
@@ -118,6 +120,7 @@ class GroupCommitWriter:
         self._busy = False
         self.commits += 1
         self.messages_written += len(incoming)
+        self.transitions_written += len(transitions)
         self._continue()
         for (_, d), result in zip(incoming, stored, strict=True):
             d.callback(result)
@@ -135,9 +138,10 @@ class GroupCommitWriter:
             d.errback(failure)
 
     def _continue(self) -> None:
+        # What arrived during the commit that just returned is committed right away,
+        # before the answers of the finished batch are written.
         if self._incoming or self._transitions:
-            self._scheduled = True
-            self._reactor.callLater(0, self._flush)
+            self._flush()
         else:
             self._notify_idle()
 
@@ -160,6 +164,9 @@ class GroupCommitWriter:
         """Refuse new work, commit what is held, close the store, stop the thread."""
         self._closed = True
         yield self.drain()
+        log.info("store writer: {messages} messages and {transitions} transitions in "
+                 "{commits} commits", messages=self.messages_written,
+                 transitions=self.transitions_written, commits=self.commits)
         yield self._run(self._store.close)
         if self._own_pool:
             self._pool.stop()

@@ -15,6 +15,8 @@ from twisted.logger import (
 
 from engine.commands.common import add_config_option, load_or_exit
 
+SWITCH_INTERVAL_S = 0.0005
+
 
 def register(sub: Any) -> None:
     """Add the `run` subcommand."""
@@ -49,6 +51,9 @@ def handle(args: argparse.Namespace) -> int:
     def stop() -> defer.Deferred[None]:
         return service.stopService() if service.running else defer.succeed(None)
 
+    # The store writer thread releases the GIL around every SQLite call; with the default
+    # 5 ms switch interval each reacquisition can wait a whole interval behind the reactor.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     reactor.suggestThreadPoolSize(4)
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)

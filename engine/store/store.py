@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 
-from engine.audit import GENESIS_HASH, AuditChain, AuditEvent, verify_rows
+from engine.audit import GENESIS_HASH, ROW_COLUMNS, AuditChain, AuditEvent, verify_rows
 from engine.store import schema
 from engine.store.schema import audit_events, contents, messages
 from engine.store.status import ContentKind, Status
@@ -31,6 +31,21 @@ _TRANSITION = (
     .values(status=bindparam("new_status"), error=bindparam("new_error"),
             updated_at=bindparam("now"))
 )
+
+
+MESSAGE_COLUMNS = (
+    "id", "channel", "received_at", "peer", "control_id", "message_type", "version",
+    "sending_application", "sending_facility", "patient_id", "status", "ack_code",
+    "duplicate_of", "error", "updated_at",
+)
+CONTENT_COLUMNS = ("message_id", "kind", "destination", "created_at", "data")
+
+
+def insert_sql(table: str, columns: Sequence[str], paramstyle: str) -> str:
+    """A plain positional INSERT for the driver: the hot path skips per-row compilation."""
+    marker = "?" if paramstyle == "qmark" else "%s"
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join([marker] * len(columns))})")
 
 
 def now_us() -> int:
@@ -114,6 +129,10 @@ class Store:
         self._writer: Connection | None = None
         self._next_id = 0
         self._chain: AuditChain | None = None
+        style = engine.dialect.paramstyle
+        self._insert_message = insert_sql("messages", MESSAGE_COLUMNS, style)
+        self._insert_content = insert_sql("contents", CONTENT_COLUMNS, style)
+        self._insert_audit = insert_sql("audit_events", ROW_COLUMNS, style)
 
     # -- writing (the writer thread only) ------------------------------------------------
 
@@ -159,10 +178,11 @@ class Store:
         assert self._chain is not None
         now = now_us()
         originals = self._find_originals(conn, incoming, now)
-        message_rows: list[dict[str, Any]] = []
-        content_rows: list[dict[str, Any]] = []
+        message_rows: list[tuple[Any, ...]] = []
+        content_rows: list[tuple[Any, ...]] = []
         events: list[AuditEvent] = []
         stored: list[StoredMessage] = []
+        raw_kind = ContentKind.RAW.value
         for msg in incoming:
             mid = self._next_id
             self._next_id += 1
@@ -179,30 +199,13 @@ class Store:
                         originals[key] = mid
                 else:
                     status, action = Status.FILTERED, "message.duplicate"
-            message_rows.append({
-                "id": mid,
-                "channel": msg.channel,
-                "received_at": msg.received_at,
-                "peer": msg.peer,
-                "control_id": msg.control_id,
-                "message_type": msg.message_type,
-                "version": msg.version,
-                "sending_application": msg.sending_application,
-                "sending_facility": msg.sending_facility,
-                "patient_id": msg.patient_id,
-                "status": status.value,
-                "ack_code": msg.ack_code,
-                "duplicate_of": duplicate_of,
-                "error": msg.error,
-                "updated_at": now,
-            })
-            content_rows.append({
-                "message_id": mid,
-                "kind": ContentKind.RAW.value,
-                "destination": None,
-                "created_at": now,
-                "data": msg.raw,
-            })
+            message_rows.append((
+                mid, msg.channel, msg.received_at, msg.peer, msg.control_id,
+                msg.message_type, msg.version, msg.sending_application,
+                msg.sending_facility, msg.patient_id, status.value, msg.ack_code,
+                duplicate_of, msg.error, now,
+            ))
+            content_rows.append((mid, raw_kind, None, now, msg.raw))
             detail: dict[str, Any] = {"status": status.value, "ack": msg.ack_code,
                                       "peer": msg.peer, "control_id": msg.control_id}
             if duplicate_of is not None:
@@ -212,8 +215,8 @@ class Store:
             events.append(AuditEvent(now, ENGINE_ACTOR, action, mid, msg.channel, detail))
             stored.append(StoredMessage(mid, msg.channel, status, duplicate_of))
         if message_rows:
-            conn.execute(messages.insert(), message_rows)
-            conn.execute(contents.insert(), content_rows)
+            conn.exec_driver_sql(self._insert_message, message_rows)
+            conn.exec_driver_sql(self._insert_content, content_rows)
         if transitions:
             conn.execute(_TRANSITION, [
                 {"mid": tr.message_id, "new_status": tr.status.value, "new_error": tr.error,
@@ -227,7 +230,7 @@ class Store:
             events.append(AuditEvent(now, ENGINE_ACTOR, "message.status", tr.message_id,
                                      tr.channel, detail))
         if events:
-            conn.execute(audit_events.insert(), self._chain.rows(events))
+            conn.exec_driver_sql(self._insert_audit, self._chain.rows(events))
         return stored
 
     def _find_originals(
