@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 
 from engine.audit import GENESIS_HASH, ROW_COLUMNS, AuditChain, AuditEvent, verify_rows
@@ -25,14 +25,6 @@ POSITIVE_ACKS = ("AA", "CA")
 ENGINE_ACTOR = "engine"
 
 
-_TRANSITION = (
-    update(messages)
-    .where(messages.c.id == bindparam("mid"))
-    .values(status=bindparam("new_status"), error=bindparam("new_error"),
-            updated_at=bindparam("now"))
-)
-
-
 MESSAGE_COLUMNS = (
     "id", "channel", "received_at", "peer", "control_id", "message_type", "version",
     "sending_application", "sending_facility", "patient_id", "status", "ack_code",
@@ -41,11 +33,38 @@ MESSAGE_COLUMNS = (
 CONTENT_COLUMNS = ("message_id", "kind", "destination", "created_at", "data")
 
 
-def insert_sql(table: str, columns: Sequence[str], paramstyle: str) -> str:
-    """A plain positional INSERT for the driver: the hot path skips per-row compilation."""
-    marker = "?" if paramstyle == "qmark" else "%s"
-    return (f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join([marker] * len(columns))})")
+MAX_PARAMETERS = 30000
+"""Bound parameters per statement: under SQLite's (32766) and PostgreSQL's (65535) limits."""
+
+
+class MultiRowInsert:
+    """`INSERT … VALUES (…), (…), …` for many rows in one statement.
+
+    One statement per table and batch instead of one step per row: the driver releases
+    and retakes the GIL around each step, and every retake may wait behind the reactor
+    thread, so fewer steps is what keeps group commit fast under load.
+    """
+
+    def __init__(self, table: str, columns: Sequence[str], paramstyle: str) -> None:
+        self._head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        marker = "?" if paramstyle == "qmark" else "%s"
+        self._row = f"({', '.join([marker] * len(columns))})"
+        self._rows_per_statement = max(1, MAX_PARAMETERS // len(columns))
+        self._sql: dict[int, str] = {}
+
+    def _statement(self, rows: int) -> str:
+        sql = self._sql.get(rows)
+        if sql is None:
+            sql = self._sql[rows] = self._head + ", ".join([self._row] * rows)
+        return sql
+
+    def execute(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert all rows, in as few statements as the parameter limit allows."""
+        step = self._rows_per_statement
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            conn.exec_driver_sql(self._statement(len(chunk)),
+                                 tuple(value for row in chunk for value in row))
 
 
 def now_us() -> int:
@@ -130,9 +149,9 @@ class Store:
         self._next_id = 0
         self._chain: AuditChain | None = None
         style = engine.dialect.paramstyle
-        self._insert_message = insert_sql("messages", MESSAGE_COLUMNS, style)
-        self._insert_content = insert_sql("contents", CONTENT_COLUMNS, style)
-        self._insert_audit = insert_sql("audit_events", ROW_COLUMNS, style)
+        self._insert_message = MultiRowInsert("messages", MESSAGE_COLUMNS, style)
+        self._insert_content = MultiRowInsert("contents", CONTENT_COLUMNS, style)
+        self._insert_audit = MultiRowInsert("audit_events", ROW_COLUMNS, style)
 
     # -- writing (the writer thread only) ------------------------------------------------
 
@@ -215,14 +234,9 @@ class Store:
             events.append(AuditEvent(now, ENGINE_ACTOR, action, mid, msg.channel, detail))
             stored.append(StoredMessage(mid, msg.channel, status, duplicate_of))
         if message_rows:
-            conn.exec_driver_sql(self._insert_message, message_rows)
-            conn.exec_driver_sql(self._insert_content, content_rows)
-        if transitions:
-            conn.execute(_TRANSITION, [
-                {"mid": tr.message_id, "new_status": tr.status.value, "new_error": tr.error,
-                 "now": now}
-                for tr in transitions
-            ])
+            self._insert_message.execute(conn, message_rows)
+            self._insert_content.execute(conn, content_rows)
+        self._apply_transitions(conn, transitions, now)
         for tr in transitions:
             detail = {"status": tr.status.value}
             if tr.reason:
@@ -230,8 +244,22 @@ class Store:
             events.append(AuditEvent(now, ENGINE_ACTOR, "message.status", tr.message_id,
                                      tr.channel, detail))
         if events:
-            conn.exec_driver_sql(self._insert_audit, self._chain.rows(events))
+            self._insert_audit.execute(conn, self._chain.rows(events))
         return stored
+
+    def _apply_transitions(self, conn: Connection, transitions: Sequence[Transition],
+                           now: int) -> None:
+        """One UPDATE per distinct (status, error) instead of one per message."""
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for tr in transitions:
+            groups.setdefault((tr.status.value, tr.error), []).append(tr.message_id)
+        for (status, error), ids in groups.items():
+            for start in range(0, len(ids), MAX_PARAMETERS):
+                conn.execute(
+                    update(messages)
+                    .where(messages.c.id.in_(ids[start:start + MAX_PARAMETERS]))
+                    .values(status=status, error=error, updated_at=now)
+                )
 
     def _find_originals(
         self, conn: Connection, incoming: Sequence[IncomingMessage], now: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,38 +65,60 @@ def _fields(name: str, values: list[str]) -> list[str]:
     return [name, *values]
 
 
-def _msh(
-    header: Header, d: Delimiters, now: datetime, control_id: str, sender: tuple[str, str]
-) -> str:
+@functools.lru_cache(maxsize=4096)
+def _msh_template(
+    d: Delimiters,
+    sender: tuple[str, str],
+    receiver: tuple[str, str],
+    trigger_event: str,
+    processing_id: str,
+    version: str,
+    character_sets: tuple[str, ...],
+) -> tuple[str, str, str]:
+    """MSH of an ACK split around MSH-7 and MSH-10, the only parts that change per ACK.
+
+    Devices send thousands of messages with the same header fields, so the rest of the
+    ACK's MSH is built once per sender and reused.
+    """
     e = escape
-    version = header.version or FALLBACK_VERSION
-    parts = ["ACK", e(header.trigger_event, d)]
+    parts = ["ACK", e(trigger_event, d)]
     numbers = version_tuple(version)
     if not numbers or numbers >= (2, 3, 1):
         parts.append("ACK")
     while parts[-1] == "" and len(parts) > 1:
         parts.pop()
-    fields = [
-        e(sender[0], d),
-        e(sender[1], d),
-        header.sending_application.text,
-        header.sending_facility.text,
-        format_timestamp(now),
-        "",
-        d.component.join(parts),
-        e(control_id, d),
-        e(header.processing_id or "P", d),
+    head = d.field.join(["MSH", d.encoding_characters, e(sender[0], d), e(sender[1], d),
+                         receiver[0], receiver[1], ""])
+    middle = d.field.join(["", "", d.component.join(parts), ""])
+    trailing = [
+        e(processing_id or "P", d),
         e(version, d),
         "",
         "",
         "",
         "",
         "",
-        d.repetition.join(e(cs, d) for cs in header.character_sets),
+        d.repetition.join(e(cs, d) for cs in character_sets),
     ]
-    while fields and not fields[-1]:
-        fields.pop()
-    return d.field.join(["MSH", d.encoding_characters, *fields])
+    while trailing and not trailing[-1]:
+        trailing.pop()
+    tail = d.field.join(["", *trailing])
+    return head, middle, tail
+
+
+def _msh(
+    header: Header, d: Delimiters, now: datetime, control_id: str, sender: tuple[str, str]
+) -> str:
+    head, middle, tail = _msh_template(
+        d,
+        sender,
+        (header.sending_application.text, header.sending_facility.text),
+        header.trigger_event,
+        header.processing_id,
+        header.version or FALLBACK_VERSION,
+        header.character_sets,
+    )
+    return f"{head}{format_timestamp(now)}{middle}{escape(control_id, d)}{tail}"
 
 
 def _err_v25(error: ErrorDetail, d: Delimiters) -> str:

@@ -81,4 +81,6 @@ def _escape_table(delimiters: Delimiters) -> dict[int, str]:
 
 def escape(text: str, delimiters: Delimiters) -> str:
     """Encode ``text`` so it can sit in one (sub-)component without changing the structure."""
+    if text.isalnum() or not text:  # the common case: ids and codes need no escaping
+        return text
     return text.translate(_escape_table(delimiters))
