@@ -3,7 +3,7 @@
 It reads only the header on the hot path, decides the acknowledgment, hands the message
 to the store through an injected `commit` callable, and writes a positive ACK only after
 that commit returned (promise 1). Anything unreadable is still stored as received and
-answered AR/CR with an ERR segment (promise 4).
+answered AR with an ERR segment (promise 4).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from profiles.hl7.acceptance import check_acceptance
+from profiles.hl7.acceptance import check_acceptance, suggested_outcome
 from profiles.hl7.ack import (
     AckOutcome,
     ErrorDetail,
@@ -28,9 +28,6 @@ from profiles.hl7.batch import BatchError, is_batch, split_batch
 from profiles.hl7.header import Header, HeaderError, read_header, salvage_control_id
 
 log = Logger()
-
-REJECT_CODES = frozenset({200, 201, 202, 203})
-"""Table 0357 codes that mean 'we do not take this kind of message at all' (AR/CR)."""
 
 STORE_FAILED = ErrorDetail(code=207, severity="E", text="message could not be stored")
 
@@ -101,7 +98,7 @@ class MLLPSource:
         except HeaderError as error:
             return self._reject_unreadable(raw, peer, received_at, error)
         errors = check_acceptance(header, raw)
-        outcome = _outcome(errors)
+        outcome = suggested_outcome(errors)
         code = ack_code(header, outcome)
         failed = "; ".join(f"{e.code} {e.text}".strip() for e in errors
                            if e.severity in ("E", "F")) or None
@@ -142,14 +139,6 @@ class MLLPSource:
         d = defer.gatherResults(answers, consumeErrors=True)
         return d.addCallback(lambda acks: b"".join(
             a if a.endswith(b"\r") else a + b"\r" for a in acks if a))
-
-
-def _outcome(errors: list[ErrorDetail]) -> AckOutcome:
-    """REJECT for messages we never take, ERROR for broken ones, else ACCEPT."""
-    severe = [e for e in errors if e.severity in ("E", "F")]
-    if any(e.code in REJECT_CODES for e in severe):
-        return AckOutcome.REJECT
-    return AckOutcome.ERROR if severe else AckOutcome.ACCEPT
 
 
 def _log_store_failure(failure: Any) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 
 from engine.audit import GENESIS_HASH, ROW_COLUMNS, AuditChain, AuditEvent, verify_rows
@@ -126,15 +126,19 @@ def sqlite_url(data_dir: Path) -> str:
 
 
 def open_store(url: str, *, duplicate_window_s: float = 86400.0) -> Store:
-    """Open (and create if needed) the store at a SQLAlchemy URL."""
+    """Open (and create if needed) the store at a SQLAlchemy URL.
+
+    Statement parameters are hidden from driver errors: they hold message content, and
+    error texts reach the logs (promise 6).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url)
+        engine = create_engine(url, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     schema.metadata.create_all(engine)
     return Store(engine, duplicate_window_us=int(duplicate_window_s * 1_000_000))
 
@@ -149,6 +153,7 @@ class Store:
         self._next_id = 0
         self._chain: AuditChain | None = None
         style = engine.dialect.paramstyle
+        self._marker = "?" if style == "qmark" else "%s"
         self._insert_message = MultiRowInsert("messages", MESSAGE_COLUMNS, style)
         self._insert_content = MultiRowInsert("contents", CONTENT_COLUMNS, style)
         self._insert_audit = MultiRowInsert("audit_events", ROW_COLUMNS, style)
@@ -255,11 +260,11 @@ class Store:
             groups.setdefault((tr.status.value, tr.error), []).append(tr.message_id)
         for (status, error), ids in groups.items():
             for start in range(0, len(ids), MAX_PARAMETERS):
-                conn.execute(
-                    update(messages)
-                    .where(messages.c.id.in_(ids[start:start + MAX_PARAMETERS]))
-                    .values(status=status, error=error, updated_at=now)
-                )
+                chunk = ids[start:start + MAX_PARAMETERS]
+                conn.exec_driver_sql(
+                    f"UPDATE messages SET status = {self._marker}, error = {self._marker}, "
+                    f"updated_at = {self._marker} WHERE id IN ({self._markers(len(chunk))})",
+                    (status, error, now, *chunk))
 
     def _find_originals(
         self, conn: Connection, incoming: Sequence[IncomingMessage], now: int
@@ -269,16 +274,23 @@ class Store:
         if not control_ids or self.duplicate_window_us <= 0:
             return {}
         since = now - self.duplicate_window_us
-        rows = conn.execute(
-            select(messages.c.id, messages.c.channel, messages.c.sending_application,
-                   messages.c.sending_facility, messages.c.control_id)
-            .where(messages.c.control_id.in_(control_ids))
-            .where(messages.c.received_at >= since)
-            .where(messages.c.duplicate_of.is_(None))
-            .where(messages.c.ack_code.in_(POSITIVE_ACKS))
-        )
-        return {(r.channel, r.sending_application, r.sending_facility, r.control_id): r.id
-                for r in rows}
+        m = self._marker
+        found: dict[tuple[str, str, str, str], int] = {}
+        ids = sorted(control_ids)
+        for start in range(0, len(ids), MAX_PARAMETERS):
+            chunk = ids[start:start + MAX_PARAMETERS]
+            rows = conn.exec_driver_sql(
+                "SELECT id, channel, sending_application, sending_facility, control_id "
+                f"FROM messages WHERE control_id IN ({self._markers(len(chunk))}) "
+                f"AND received_at >= {m} AND duplicate_of IS NULL "
+                f"AND ack_code IN ({m}, {m})",
+                (*chunk, since, *POSITIVE_ACKS))
+            for mid, channel, app, facility, control_id in rows:
+                found.setdefault((channel, app, facility, control_id), mid)
+        return found
+
+    def _markers(self, n: int) -> str:
+        return ", ".join([self._marker] * n)
 
     def close(self) -> None:
         """Close the writer's connection and the pool."""
