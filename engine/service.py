@@ -67,6 +67,7 @@ class EngineService(Service):
             max_connections=cfg.mllp.max_connections,
             clock=self.reactor,
         )
+        self.factory.noisy = False
         tls = None
         if cfg.mllp.tls is not None:
             t = cfg.mllp.tls

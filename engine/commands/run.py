@@ -8,6 +8,9 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
     globalLogBeginner,
     jsonFileLogObserver,
     textFileLogObserver,
@@ -30,7 +33,9 @@ def handle(args: argparse.Namespace) -> int:
     config = load_or_exit(args)
     observer = (jsonFileLogObserver(sys.stdout) if config.log_format == "json"
                 else textFileLogObserver(sys.stdout))
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [level])],
+                                     redirectStandardIO=False)
 
     from twisted.internet import reactor
 
