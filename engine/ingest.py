@@ -19,10 +19,8 @@ class Ingest:
     def __init__(self, writer: GroupCommitWriter, router: Router) -> None:
         self._writer = writer
         self._router = router
-        self.received = 0
 
     def __call__(self, received: Received) -> defer.Deferred[StoredMessage]:
-        self.received += 1
         d = self._writer.submit(to_incoming(received))
         return d.addCallback(self._stored)
 
