@@ -21,7 +21,7 @@ GOOD = b"MSH|^~\\&|BAD|ICU|||20261125||ADT^A08^ADT_A01|OK-{n}|P|2.5\rEVN|A08\rPI
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
     data = tmp_path_factory.mktemp("bad-input")
     config = data / "interlink.yaml"
-    config.write_text("mllp:\n  max_frame_bytes: 65536\n  idle_timeout_seconds: 1\n"
+    config.write_text("mllp:\n  max_frame_bytes: 65536\n  idle_timeout_seconds: 3\n"
                       "  max_connections: 20\n")
     proc = start_engine(data, config=config)
     yield proc
@@ -47,6 +47,7 @@ def read_until_closed(sock: socket.socket, timeout: float = 15.0) -> bytes:
 def test_oversize_frame_is_refused_with_ar_and_closed(engine: EngineProcess) -> None:
     """A frame over the limit gets AR naming its MSH-10, then a close; others keep working."""
     other = socket.create_connection(("127.0.0.1", engine.port))
+    assert msa(send_and_receive(other, good(0)))[1] == b"AA"
     big = b"MSH|^~\\&|BIG|ICU|||20261125||ORU^R01|HUGE-1|P|2.6\rOBX|1|ED|||" + b"A" * 100_000
     with socket.create_connection(("127.0.0.1", engine.port)) as sock:
         sock.sendall(frame(big))
