@@ -142,4 +142,5 @@ class MLLPSource:
 
 
 def _log_store_failure(failure: Any) -> None:
-    log.error("message could not be stored: {error}", error=failure.getErrorMessage())
+    """Name the failure by type only: an exception's text may quote message content."""
+    log.error("message could not be stored: {kind}", kind=failure.type.__name__)
