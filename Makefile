@@ -16,6 +16,7 @@ run: $(BIN)/interlink
 
 test: $(BIN)/interlink
 	$(BIN)/ruff check .
+	tools/ensure-postgres
 	$(BIN)/pytest
 
 lint: $(BIN)/interlink
