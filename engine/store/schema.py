@@ -12,12 +12,16 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Sequence,
     String,
     Table,
     Text,
 )
 
 metadata = MetaData()
+
+message_ids = Sequence("message_ids", metadata=metadata)
+"""Message ids on PostgreSQL, where several processes write (SQLite counts in memory)."""
 
 messages = Table(
     "messages",
@@ -46,7 +50,8 @@ Index("ix_messages_patient_id", messages.c.patient_id)
 contents = Table(
     "contents",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
     Column("message_id", BigInteger, ForeignKey("messages.id"), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("destination", String(128), nullable=True),
@@ -73,7 +78,8 @@ Index("ix_deliveries_queue", deliveries.c.destination, deliveries.c.status, deli
 audit_events = Table(
     "audit_events",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
     Column("at", BigInteger, nullable=False),
     Column("actor", String(128), nullable=False),
     Column("action", String(64), nullable=False),

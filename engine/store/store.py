@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from engine.audit import GENESIS_HASH, ROW_COLUMNS, AuditChain, AuditEvent, verify_rows
 from engine.store import schema
@@ -36,6 +36,26 @@ CONTENT_COLUMNS = ("message_id", "kind", "destination", "created_at", "data")
 MAX_PARAMETERS = 30000
 """Bound parameters per statement: under SQLite's (32766) and PostgreSQL's (65535) limits."""
 
+SCHEMA_LOCK = 0x494C_0001
+"""PostgreSQL advisory lock key held while creating tables (processes starting together)."""
+WRITER_LOCK = 0x494C_0002
+"""PostgreSQL advisory lock key that orders the write transactions of every process."""
+CATCH_UP_IDS = (
+    "SELECT setval('message_ids', m) FROM (SELECT max(id) AS m FROM messages) AS t "
+    "WHERE m >= (SELECT last_value FROM message_ids)"
+)
+"""Move the id sequence past rows it did not hand out (copied in from elsewhere)."""
+
+
+def positional_marker(paramstyle: str) -> str:
+    """The driver's positional placeholder: `?` for sqlite3, `%s` for psycopg (pyformat)."""
+    if paramstyle == "qmark":
+        return "?"
+    if paramstyle in ("format", "pyformat"):
+        return "%s"
+    raise ValueError(f"unsupported DB-API paramstyle {paramstyle!r}: "
+                     "the store needs qmark, format or pyformat")
+
 
 class MultiRowInsert:
     """`INSERT … VALUES (…), (…), …` for many rows in one statement.
@@ -47,7 +67,7 @@ class MultiRowInsert:
 
     def __init__(self, table: str, columns: Sequence[str], paramstyle: str) -> None:
         self._head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        marker = "?" if paramstyle == "qmark" else "%s"
+        marker = positional_marker(paramstyle)
         self._row = f"({', '.join([marker] * len(columns))})"
         self._rows_per_statement = max(1, MAX_PARAMETERS // len(columns))
         self._sql: dict[int, str] = {}
@@ -137,10 +157,60 @@ def open_store(url: str, *, duplicate_window_s: float = 86400.0) -> Store:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif parsed.get_backend_name() == "postgresql":
+        engine = _postgresql_engine(parsed)
     else:
         engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
-    schema.metadata.create_all(engine)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+        schema.metadata.create_all(conn)
     return Store(engine, duplicate_window_us=int(duplicate_window_s * 1_000_000))
+
+
+def _postgresql_engine(url: URL) -> Engine:
+    """PostgreSQL through psycopg 3, shared by several engine processes.
+
+    READ COMMITTED is required, not just the default: after the writer lock is granted,
+    the next statement must see what the previous lock holder committed. Pooled
+    connections are checked before use and renewed, so a restarted server or a dropped
+    idle connection costs a reconnect, not a failed batch.
+    """
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    connect_args: dict[str, Any] = {}
+    if "application_name" not in url.query:
+        connect_args["application_name"] = "interlink"
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = 10
+    return create_engine(url, hide_parameters=True, isolation_level="READ COMMITTED",
+                         pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800,
+                         connect_args=connect_args)
+
+
+_FITTED_COLUMNS = tuple(
+    (name, messages.c[name].type.length)
+    for name in ("channel", "peer", "control_id", "message_type", "version",
+                 "sending_application", "sending_facility", "patient_id")
+)
+
+
+def fit_to_columns(msg: IncomingMessage) -> IncomingMessage:
+    """The message with its header facts cut to their column sizes and NULs replaced.
+
+    PostgreSQL refuses a value longer than its column or a NUL in text, and one odd header
+    would then fail the whole group-commit batch (every sender in it answered AE 207),
+    where SQLite keeps such values as they are. Both backends store the same cut values,
+    so lists and duplicate detection agree; the raw content keeps every byte.
+    """
+    changes: dict[str, str] = {}
+    for name, limit in _FITTED_COLUMNS:
+        value = getattr(msg, name)
+        if len(value) > limit or "\x00" in value:
+            changes[name] = value.replace("\x00", "\ufffd")[:limit]
+    if msg.error is not None and "\x00" in msg.error:
+        changes["error"] = msg.error.replace("\x00", "\ufffd")
+    return replace(msg, **changes) if changes else msg
 
 
 class Store:
@@ -152,8 +222,13 @@ class Store:
         self._writer: Connection | None = None
         self._next_id = 0
         self._chain: AuditChain | None = None
+        self._shared = engine.dialect.name == "postgresql"
         style = engine.dialect.paramstyle
-        self._marker = "?" if style == "qmark" else "%s"
+        self._marker = positional_marker(style)
+        self._claim_sql = (
+            "SELECT (SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), "
+            f"nextval('message_ids') FROM generate_series(1, {self._marker})"
+        )
         self._insert_message = MultiRowInsert("messages", MESSAGE_COLUMNS, style)
         self._insert_content = MultiRowInsert("contents", CONTENT_COLUMNS, style)
         self._insert_audit = MultiRowInsert("audit_events", ROW_COLUMNS, style)
@@ -164,6 +239,13 @@ class Store:
         """The writer's own connection, opened lazily in the writer's thread."""
         if self._writer is None:
             conn = self.engine.connect()
+            if self._shared:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+                conn.exec_driver_sql(CATCH_UP_IDS)
+                conn.commit()
+                self._chain = AuditChain()
+                self._writer = conn
+                return conn
             last_id = conn.execute(select(func.max(messages.c.id))).scalar()
             last_hash = conn.execute(
                 select(audit_events.c.hash).order_by(audit_events.c.id.desc()).limit(1)
@@ -183,13 +265,14 @@ class Store:
         conn = self._writer_connection()
         assert self._chain is not None
         chain_tail = self._chain.last_hash
+        next_id = self._next_id
         try:
             stored = self._write(conn, incoming, transitions)
             conn.commit()
         except BaseException:
             conn.rollback()
             self._chain.last_hash = chain_tail
-            self._next_id -= len(incoming)
+            self._next_id = next_id
             raise
         return stored
 
@@ -200,6 +283,8 @@ class Store:
         transitions: Sequence[Transition],
     ) -> list[StoredMessage]:
         assert self._chain is not None
+        ids = self._claim(conn, len(incoming))
+        incoming = [fit_to_columns(msg) for msg in incoming]
         now = now_us()
         originals = self._find_originals(conn, incoming, now)
         message_rows: list[tuple[Any, ...]] = []
@@ -207,9 +292,7 @@ class Store:
         events: list[AuditEvent] = []
         stored: list[StoredMessage] = []
         raw_kind = ContentKind.RAW.value
-        for msg in incoming:
-            mid = self._next_id
-            self._next_id += 1
+        for mid, msg in zip(ids, incoming, strict=True):
             duplicate_of = None
             if msg.error is not None or msg.ack_code not in POSITIVE_ACKS:
                 status, action = Status.ERROR, "message.rejected"
@@ -251,6 +334,31 @@ class Store:
         if events:
             self._insert_audit.execute(conn, self._chain.rows(events))
         return stored
+
+    def _claim(self, conn: Connection, count: int) -> Sequence[int]:
+        """Ids for `count` new messages; on PostgreSQL first wait for the other writers.
+
+        SQLite has one writing process, so ids continue an in-memory counter and the chain
+        its in-memory tail. On PostgreSQL several processes write: a transaction-level
+        advisory lock orders their transactions, the chain continues from the tail
+        committed last, and ids come from the sequence under the lock, so they follow
+        commit order across processes. Every transaction that appends audit rows calls this.
+        """
+        if not self._shared:
+            first = self._next_id
+            self._next_id += count
+            return range(first, first + count)
+        assert self._chain is not None
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+        if count:
+            rows = conn.exec_driver_sql(self._claim_sql, (count,)).all()
+            self._chain.last_hash = rows[0][0] or GENESIS_HASH
+            return sorted(row[1] for row in rows)
+        tail = conn.execute(
+            select(audit_events.c.hash).order_by(audit_events.c.id.desc()).limit(1)
+        ).scalar()
+        self._chain.last_hash = tail or GENESIS_HASH
+        return ()
 
     def _apply_transitions(self, conn: Connection, transitions: Sequence[Transition],
                            now: int) -> None:

@@ -1,14 +1,26 @@
-"""The store on a real SQLite file: what it records, and what it refuses to forget."""
+"""The store on a real SQLite file and a real PostgreSQL server: what it records, and what
+it refuses to forget, alone and with several processes writing to one PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from engine.store.status import ContentKind, Status
-from engine.store.store import IncomingMessage, Store, Transition, now_us, open_store
+from engine.store.store import (
+    MAX_PARAMETERS,
+    MESSAGE_COLUMNS,
+    IncomingMessage,
+    Store,
+    Transition,
+    now_us,
+    open_store,
+    positional_marker,
+)
 
 
 def incoming(control_id: str, *, ack: str = "AA", app: str = "MON", channel: str = "inbound",
@@ -20,26 +32,46 @@ def incoming(control_id: str, *, ack: str = "AA", app: str = "MON", channel: str
         sending_application=app, sending_facility="ICU", patient_id="MRN1", error=error)
 
 
+def is_sqlite(store: Store) -> bool:
+    return store.engine.dialect.name == "sqlite"
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+def store(store_url: str) -> Iterator[Store]:
+    s = open_store(store_url)
     yield s
     s.close()
 
 
-def test_sqlite_is_wal_with_full_sync(store: Store, tmp_path: Path) -> None:
+@pytest.fixture
+def stores(postgres_url: str) -> Iterator[Callable[[], Store]]:
+    """Open as many stores on one PostgreSQL database as a test wants: one per process."""
+    opened: list[Store] = []
+
+    def open_one() -> Store:
+        opened.append(open_store(postgres_url))
+        return opened[-1]
+
+    yield open_one
+    for s in opened:
+        s.close()
+
+
+def test_sqlite_is_wal_with_full_sync(tmp_path: Path) -> None:
     """The embedded store is power-loss safe: WAL journal and synchronous=FULL."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     store.commit_batch([incoming("C1")])
     with store.engine.connect() as conn:
         raw = conn.connection.dbapi_connection
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert raw.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert (tmp_path / "store.db-wal").exists()
+    store.close()
 
 
 def test_raw_content_is_kept_byte_for_byte(store: Store) -> None:
     """The raw message is stored exactly as received, including odd bytes."""
-    raw = b"MSH|^~\\&|A|B|||||ORU^R01|X1|P|2.6\rPID|||\xc4\xd6\r\n"
+    raw = b"MSH|^~\\&|A|B|||||ORU^R01|X1|P|2.6\rPID|||\xc4\xd6\x00\r\n"
     [stored] = store.commit_batch([incoming("X1", raw=raw)])
     assert store.content(stored.id, ContentKind.RAW) == raw
     assert stored.status is Status.RECEIVED
@@ -63,9 +95,9 @@ def test_rejected_message_is_not_an_original(store: Store) -> None:
     assert resent.status is Status.RECEIVED and resent.duplicate_of is None
 
 
-def test_duplicate_window_expires(tmp_path: Path) -> None:
+def test_duplicate_window_expires(store_url: str) -> None:
     """Outside the window the same control id is a new message."""
-    s = open_store(f"sqlite:///{tmp_path / 'w.db'}", duplicate_window_s=60)
+    s = open_store(store_url, duplicate_window_s=60)
     old = incoming("W1")
     s.commit_batch([old])
     with s.engine.begin() as conn:
@@ -88,44 +120,206 @@ def test_transitions_and_audit_trail(store: Store) -> None:
     assert (checked, broken) == (2, None)
 
 
-def test_audit_tampering_is_detected(store: Store, tmp_path: Path) -> None:
-    """Editing or deleting an audit row directly in SQLite breaks verification there."""
+def test_audit_tampering_is_detected(store: Store) -> None:
+    """Editing or deleting an audit row directly in the database breaks verification."""
     store.commit_batch([incoming(f"A{i}") for i in range(5)])
-    db = sqlite3.connect(tmp_path / "store.db")
-    db.execute("UPDATE audit_events SET actor = 'mallory' WHERE id = 3")
-    db.commit()
+    with store.engine.begin() as db:
+        db.exec_driver_sql("UPDATE audit_events SET actor = 'mallory' WHERE id = 3")
     _, broken = store.verify_audit()
     assert broken is not None and broken.event_id == 3
-    db.execute("UPDATE audit_events SET actor = 'engine' WHERE id = 3")
-    db.execute("DELETE FROM audit_events WHERE id = 2")
-    db.commit()
-    db.close()
+    with store.engine.begin() as db:
+        db.exec_driver_sql("UPDATE audit_events SET actor = 'engine' WHERE id = 3")
+        db.exec_driver_sql("DELETE FROM audit_events WHERE id = 2")
     _, broken = store.verify_audit()
     assert broken is not None and broken.event_id == 3
 
 
 def test_failed_commit_leaves_ids_and_chain_consistent(store: Store) -> None:
-    """A transaction that fails writes nothing and the next one continues the chain."""
+    """A transaction that fails writes nothing and the next one continues the chain.
+
+    SQLite hands the failed id out again; a PostgreSQL sequence never goes back, so there
+    the failed transaction leaves a gap in the ids (not in the audit chain).
+    """
     store.commit_batch([incoming("F1")])
     bad = incoming("F2")
     bad.raw = None  # type: ignore[assignment]  # NOT NULL violation
     with pytest.raises(Exception):  # noqa: B017 - any driver error will do
         store.commit_batch([bad])
     [ok] = store.commit_batch([incoming("F3")])
-    assert ok.id == 2
+    assert ok.id == (2 if is_sqlite(store) else 3)
     assert [r["control_id"] for r in store.list_messages()] == ["F1", "F3"]
     assert store.verify_audit() == (2, None)
 
 
-def test_ids_continue_after_reopen(tmp_path: Path) -> None:
+def test_ids_continue_after_reopen(store_url: str) -> None:
     """A restarted store continues ids and the audit chain where the last run stopped."""
-    url = f"sqlite:///{tmp_path / 'r.db'}"
-    s = open_store(url)
+    s = open_store(store_url)
     s.commit_batch([incoming("P1"), incoming("P2")])
     s.close()
-    s = open_store(url)
+    s = open_store(store_url)
     [m] = s.commit_batch([incoming("P3")])
     assert m.id == 3
     assert s.verify_audit() == (3, None)
     assert [mid for mid, _ in s.pending_routing()] == [1, 2, 3]
     s.close()
+
+
+def test_batches_larger_than_one_statement(store: Store) -> None:
+    """More rows than one statement may bind go out in several statements, all committed."""
+    count = MAX_PARAMETERS // len(MESSAGE_COLUMNS) + 7
+    stored = store.commit_batch([incoming(f"L{i}") for i in range(count)])
+    assert [s.id for s in stored] == list(range(1, count + 1))
+    store.commit_batch([], [Transition(s.id, "inbound", Status.FILTERED, "x") for s in stored])
+    assert {r["status"] for r in store.list_messages()} == {"FILTERED"}
+    assert store.verify_audit() == (2 * count, None)
+
+
+def test_odd_header_values_do_not_fail_the_batch(store: Store) -> None:
+    """Values longer than their column, or with NUL, are cut the same way on both backends.
+
+    PostgreSQL would refuse them and fail every message sharing the transaction.
+    """
+    long_id = "L" * 300
+    odd, plain = incoming(long_id, app="MON\x00ITOR"), incoming("N1")
+    odd.patient_id = "9" * 400
+    first, ok = store.commit_batch([odd, plain])
+    assert ok.status is Status.RECEIVED
+    [row] = store.list_messages(control_id=long_id[:199])
+    assert row["id"] == first.id
+    assert row["sending_application"] == "MON\ufffdITOR"
+    assert len(row["patient_id"]) == 250
+    assert store.content(first.id) == odd.raw
+    [again] = store.commit_batch([incoming(long_id, app="MON\x00ITOR")])
+    assert again.duplicate_of == first.id
+    assert store.verify_audit() == (3, None)
+
+
+def test_positional_markers_follow_the_driver() -> None:
+    """sqlite3 takes `?`, psycopg (pyformat) `%s`; anything else is refused, not guessed."""
+    assert create_engine("sqlite://").dialect.paramstyle == "qmark"
+    assert create_engine("postgresql+psycopg://u@127.0.0.1/x").dialect.paramstyle == "pyformat"
+    assert positional_marker("qmark") == "?"
+    assert positional_marker("pyformat") == "%s"
+    assert positional_marker("format") == "%s"
+    with pytest.raises(ValueError, match="numeric"):
+        positional_marker("numeric")
+
+
+# -- several processes on one PostgreSQL -------------------------------------------------
+
+
+def test_plain_postgresql_url_uses_psycopg(postgres_url: str) -> None:
+    """`postgresql://…` (no driver named) opens with psycopg 3, the driver we ship."""
+    s = open_store(postgres_url.replace("postgresql+psycopg://", "postgresql://"))
+    assert s.engine.dialect.driver == "psycopg"
+    [m] = s.commit_batch([incoming("U1")])
+    assert m.id == 1
+    s.close()
+
+
+def test_two_stores_interleaved_share_ids_chain_and_duplicates(
+        stores: Callable[[], Store]) -> None:
+    """Two engine processes on one database: unique ids, one unbroken chain, and a resend
+    that reaches the other process is still a duplicate."""
+    a, b = stores(), stores()
+    ids: list[int] = []
+    for n in range(5):
+        ids += [m.id for m in a.commit_batch([incoming(f"A{n}"), incoming(f"A{n}x")])]
+        ids += [m.id for m in b.commit_batch([incoming(f"B{n}")])]
+        b.commit_batch([], [Transition(ids[-1], "inbound", Status.FILTERED, "none")])
+    assert ids == sorted(ids) and len(set(ids)) == 15
+    [dup] = b.commit_batch([incoming("A0")])
+    assert dup.status is Status.FILTERED and dup.duplicate_of == ids[0]
+    assert a.verify_audit() == (15 + 5 + 1, None)
+
+
+def test_concurrent_writers_keep_one_chain_in_commit_order(
+        stores: Callable[[], Store]) -> None:
+    """Writers in parallel: every id unique, the chain unbroken, ids in commit order."""
+    writers = [stores() for _ in range(3)]
+    batches = 20
+    start = threading.Barrier(len(writers))
+    errors: list[BaseException] = []
+    done: list[list[int]] = [[] for _ in writers]
+
+    def run(index: int) -> None:
+        try:
+            start.wait()
+            for n in range(batches):
+                batch = [incoming(f"W{index}-{n}-{k}") for k in range(3)]
+                stored = writers[index].commit_batch(batch)
+                writers[index].commit_batch(
+                    [], [Transition(stored[0].id, "inbound", Status.FILTERED, "t")])
+                done[index] += [m.id for m in stored]
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(writers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    all_ids = [mid for ids in done for mid in ids]
+    assert len(set(all_ids)) == len(all_ids) == 3 * 3 * batches
+    checked, broken = writers[0].verify_audit()
+    assert (checked, broken) == (len(all_ids) + 3 * batches, None)
+    with writers[0].engine.connect() as conn:
+        received = [r[0] for r in conn.exec_driver_sql(
+            "SELECT message_id FROM audit_events WHERE action = 'message.received' ORDER BY id")]
+    assert received == sorted(received)
+
+
+def test_processes_creating_the_schema_together(postgres_url: str) -> None:
+    """Engines started at the same moment on an empty database all come up."""
+    starters = 4
+    start = threading.Barrier(starters)
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            start.wait()
+            opened.append(open_store(postgres_url))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(starters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [len(s.commit_batch([incoming(f"S{i}")])) for i, s in enumerate(opened)] == [1] * 4
+    for s in opened:
+        s.close()
+
+
+def test_writer_survives_a_dropped_connection(stores: Callable[[], Store]) -> None:
+    """A server-side disconnect fails one batch; the next one reconnects and commits."""
+    store = stores()
+    [first] = store.commit_batch([incoming("K1")])
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with pytest.raises(Exception):  # noqa: B017 - the driver's disconnect error
+        store.commit_batch([incoming("K2")])
+    [second] = store.commit_batch([incoming("K3")])
+    assert second.id > first.id
+    assert [r["control_id"] for r in store.list_messages()] == ["K1", "K3"]
+    assert store.verify_audit() == (2, None)
+
+
+def test_ids_never_reused_after_rows_copied_in(stores: Callable[[], Store]) -> None:
+    """Rows written by something else (a migration) push the id sequence past them."""
+    first = stores()
+    first.commit_batch([incoming("M1")])
+    with first.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO messages (id, channel, received_at, peer, control_id, message_type, "
+            "version, sending_application, sending_facility, patient_id, status, ack_code, "
+            "updated_at) VALUES (41, 'inbound', 0, '', 'M41', '', '', '', '', '', "
+            "'RECEIVED', 'AA', 0)")
+    [m] = stores().commit_batch([incoming("M42")])
+    assert m.id == 42
