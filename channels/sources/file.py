@@ -175,6 +175,7 @@ class FileSource(Service):
         self._prepared = False
         self._recovered = False
         self._polling = False
+        self._stopping = False
         self._idle_waiters: list[defer.Deferred[None]] = []
         self._scheduler: TwistedScheduler | None = None
 
@@ -183,6 +184,7 @@ class FileSource(Service):
     def startService(self) -> None:
         """Poll at once, then every ``poll_seconds``."""
         super().startService()
+        self._stopping = False
         scheduler = TwistedScheduler(
             reactor=self._reactor,
             timezone=UTC,
@@ -196,8 +198,12 @@ class FileSource(Service):
         self._scheduler = scheduler
 
     def stopService(self) -> defer.Deferred[None]:
-        """Stop polling, then wait for the file in hand to be received and filed."""
+        """Stop polling, then wait for the file in hand to be received and filed.
+
+        Files not yet taken stay where they are for the next start.
+        """
         super().stopService()
+        self._stopping = True
         scheduler, self._scheduler = self._scheduler, None
         stopped: defer.Deferred[None] = defer.Deferred()
         if scheduler is not None and scheduler.running:
@@ -259,6 +265,8 @@ class FileSource(Service):
                 filed.append(await self._process(name))
         names = await self._run(_candidates, cfg, self._clock.seconds())
         for name in names:
+            if self._stopping:
+                break
             if await self._run(_take, cfg, name):
                 filed.append(await self._process(name))
         if filed:

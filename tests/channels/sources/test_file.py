@@ -313,6 +313,21 @@ def test_a_poll_while_one_runs_does_nothing(tmp_path: Path) -> None:
     assert result_of(d)[0].verdict == "done" and idle.called
 
 
+def test_stopping_finishes_the_file_in_hand_and_takes_no_more(tmp_path: Path) -> None:
+    """Stop waits for the held file to be filed; untaken files stay for the next start."""
+    source, commits, config = make(tmp_path, mode="hold")
+    drop(config, "a.hl7", adt("C-1"))
+    drop(config, "b.hl7", adt("C-2"))
+    d = source.poll()
+    stopped: list[None] = []
+    source.stopService().addCallback(stopped.append)
+    assert stopped == []
+    commits.pending[0].callback(None)
+    assert stopped == [None] and [f.name for f in result_of(d)] == ["a.hl7"]
+    assert names(config.done_directory) == ["a.hl7"]
+    assert "b.hl7" in names(config.directory)
+
+
 # -- the real scheduler ----------------------------------------------------------------------
 
 class SchedulerTests(TestCase):
