@@ -23,6 +23,7 @@ works. Each message is stored and acknowledged on its own; the file's verdict is
 worst of them. Hidden files (``.name``) and anything that is not a regular file are
 ignored.
 
+The first pass creates the directory, ``work/``, ``done/`` and ``error/`` if missing.
 At-least-once: the first pass after start processes again whatever a crash left in
 ``work/`` (the store marks repeats as duplicates). With several nodes on one directory a
 node's restart may also re-take a file another node holds in ``work/`` at that moment;

@@ -302,6 +302,23 @@ def test_two_pollers_never_take_the_same_file(tmp_path: Path) -> None:
     assert first_commits.peers == ["file:a.hl7"] and second_commits.peers == ["file:b.hl7"]
 
 
+def test_a_name_still_in_work_is_not_taken_again(tmp_path: Path) -> None:
+    """A new file named like one still held in work/ waits; nothing is overwritten."""
+    first, first_commits, config = make(tmp_path, mode="hold")
+    second, second_commits, _ = make(tmp_path)
+    assert result_of(second.poll()) == []
+    drop(config, "a.hl7", adt("C-1"))
+    d = first.poll()                          # holds a.hl7 in work/
+    drop(config, "a.hl7", adt("C-2"))
+    assert result_of(second.poll()) == [] and "a.hl7" in names(config.directory)
+    first_commits.pending[0].callback(None)
+    result_of(d)
+    assert [f.path.name for f in result_of(second.poll())] == ["a-1.hl7"]
+    assert (config.done_directory / "a.hl7").read_bytes() == adt("C-1")
+    assert (config.done_directory / "a-1.hl7").read_bytes() == adt("C-2")
+    assert second_commits.peers == ["file:a.hl7"]
+
+
 def test_a_poll_while_one_runs_does_nothing(tmp_path: Path) -> None:
     """Passes never overlap: a second call during a pass fires at once with nothing."""
     source, commits, config = make(tmp_path, mode="hold")
