@@ -57,7 +57,7 @@ from profiles.hl7.path import Path, PathError
 Predicate = Callable[[FieldReader], bool]
 
 _NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)\s*")
-_BOOLEAN_HINT = 'YAML read this as a boolean; quote it to mean the text (e.g. "Y", "no", "on")'
+BOOLEAN_HINT = 'YAML read this as a boolean; quote it to mean the text (e.g. "Y", "no", "on")'
 
 
 # -- value types shared by filters, transformers and preprocessors --------------------
@@ -75,7 +75,7 @@ def _field_path(text: Any) -> str:
 
 def _text(value: Any) -> Any:
     if isinstance(value, bool):
-        raise PydanticCustomError("yaml_boolean", _BOOLEAN_HINT)
+        raise PydanticCustomError("yaml_boolean", BOOLEAN_HINT)
     if isinstance(value, int | float):
         return str(value)
     return value
@@ -300,7 +300,7 @@ def _list_operand(text: str, op: str) -> list[str]:
     out = []
     for item in items:
         if isinstance(item, bool):
-            raise _syntax_error(f"the list after '{op}': {_BOOLEAN_HINT}")
+            raise _syntax_error(f"the list after '{op}': {BOOLEAN_HINT}")
         if not isinstance(item, str | int | float):
             raise _syntax_error(f"the list after '{op}' holds plain values only")
         out.append(str(item))
