@@ -121,7 +121,7 @@ def test_every_mistake_is_reported_where_it_was_written(tmp_path: Path) -> None:
         (8, 12, "preprocess[4].strip", "non-empty string"),
         (9, 16, "preprocess[5].normalize", "'line_endings'"),
         (10, 14, "preprocess[6].python", "package.module:function"),
-        (10, 5, "preprocess[6]", "unknown key 'extra'"),
+        (10, 17, "preprocess[6]", "unknown key 'extra'"),
         (11, 5, "preprocess[7]", "exactly one of replace, strip, normalize, python"),
         (12, 5, "preprocess[8]", "a preprocess step is a mapping"),
         (15, 12, "preprocess[9].count", "greater than or equal to 0"),
