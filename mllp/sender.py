@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Any, Final
 
+from OpenSSL import SSL
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
@@ -236,7 +237,9 @@ def _fire(result: Deferred[bytes], outcome: bytes | Failure) -> None:
 
 def _kind(reason: Failure) -> str:
     """The exception type's name: enough to diagnose, never message content."""
-    return reason.type.__name__ if reason.type is not None else "unknown"
+    if reason.type is None:
+        return "unknown"
+    return "TLSError" if issubclass(reason.type, SSL.Error) else reason.type.__name__
 
 
 class MLLPSender:

@@ -376,4 +376,5 @@ class SenderOverTLSTest(SenderTest):
         sender = self.sender(port.getHost().port, tls=tls)
         error = yield self.failure_of(sender.send(b"m1"))
         self.assertIsInstance(error, ConnectionLostBeforeACK)
+        self.assertEqual(str(error), "connection closed before ACK (TLSError)")
         self.assertEqual(server.frames, [])
