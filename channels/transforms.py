@@ -60,7 +60,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
@@ -325,21 +324,21 @@ StepFunction = Callable[[EditableMessage], "EditableMessage | None"]
 
 
 def _occurrences(message: EditableMessage, path: Path) -> list[Path]:
+    """``path`` in each segment of its name, or just ``path`` when it has a segment index."""
     if path.segment_index is not None:
         return [path]
-    return [replace(path, segment_index=k) for k in range(1, message.count(path.segment) + 1)]
+    p = path
+    count = message.count(p.segment)
+    return [
+        Path(p.segment, p.field, k, p.repetition, p.component, p.subcomponent)
+        for k in range(1, count + 1)
+    ]
 
 
-def _values(message: EditableMessage, path: Path) -> list[Path]:
-    """Every repetition-level location of ``path``: each segment, each repetition."""
-    locations = []
-    for located in _occurrences(message, path):
-        if located.repetition is not None:
-            locations.append(located)
-            continue
-        count = len(message.get_all(located))
-        locations.extend(replace(located, repetition=r) for r in range(1, count + 1))
-    return locations
+def _component(location: Path, component: int) -> Path:
+    return Path(
+        location.segment, location.field, location.segment_index, location.repetition, component
+    )
 
 
 def _set(step: SetStep) -> StepFunction:
@@ -379,10 +378,9 @@ def _copy(step: CopyStep) -> StepFunction:
         if not per_segment:
             _copy_one(message, source, target, missing)
             return
-        for k in range(1, message.count(source.segment) + 1):
-            _copy_one(
-                message, replace(source, segment_index=k), replace(target, segment_index=k), missing
-            )
+        pairs = zip(_occurrences(message, source), _occurrences(message, target), strict=True)
+        for one_source, one_target in pairs:
+            _copy_one(message, one_source, one_target, missing)
 
     return run
 
@@ -404,7 +402,7 @@ def _map(step: MapStep, table: Mapping[str, str]) -> StepFunction:
     map_empty = "" in lookup
 
     def run(message: EditableMessage) -> None:
-        for location in _values(message, path):
+        for location in message.locations(path):
             value = message.get(location)
             if not value and not map_empty:
                 continue
@@ -427,14 +425,14 @@ def _rename_code(step: RenameCodeStep) -> StepFunction:
     replacements = [(1, new.code), (2, new.text), (3, new.system)]
 
     def run(message: EditableMessage) -> None:
-        for location in _values(message, path):
-            if message.get(replace(location, component=1)) != old.code:
+        for location in message.locations(path):
+            if message.get(_component(location, 1)) != old.code:
                 continue
-            if old.system and message.get(replace(location, component=3)) != old.system:
+            if old.system and message.get(_component(location, 3)) != old.system:
                 continue
             for component, value in replacements:
                 if value is not None:
-                    message.set(replace(location, component=component), value)
+                    message.set(_component(location, component), value)
 
     return run
 

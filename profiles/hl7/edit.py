@@ -39,6 +39,8 @@ from profiles.hl7.path import Path
 
 MissingSegment = Literal["append", "skip", "error"]
 
+_NONE: list[int] = []
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -90,7 +92,7 @@ def _put(text: str, separator: str, index: int, value: str) -> str:
 class EditableMessage:
     """A message that transformers change in place; see the module docstring for the rules."""
 
-    __slots__ = ("_charset", "_codec", "_names", "_segments", "delimiters")
+    __slots__ = ("_by_name", "_charset", "_codec", "_names", "_segments", "_split", "delimiters")
 
     def __init__(
         self, segments: Iterable[str], delimiters: Delimiters, codec: str, charset: str = ""
@@ -103,6 +105,8 @@ class EditableMessage:
         field = delimiters.field
         self._names = [text.split(field, 1)[0] for text in texts]
         self._segments: list[str | list[str]] = [*texts]
+        self._split: dict[int, list[str]] = {}  # fields of untouched segments already read
+        self._by_name: dict[str, list[int]] | None = None
 
     @classmethod
     def from_message(cls, message: Message) -> EditableMessage:
@@ -130,6 +134,8 @@ class EditableMessage:
         new._charset = self._charset
         new._segments = [s if type(s) is str else list(s) for s in self._segments]
         new._names = list(self._names)
+        new._split = dict(self._split)
+        new._by_name = self._by_name
         return new
 
     # -- reading -----------------------------------------------------------------------
@@ -182,10 +188,35 @@ class EditableMessage:
         d = self.delimiters
         return _select(_select(raw, d.component, path.component), d.subcomponent, path.subcomponent)
 
+    def locations(self, path: str | Path) -> list[Path]:
+        """Each single place ``path`` covers now, one per segment and repetition.
+
+        A segment or repetition index in ``path`` pins that level; otherwise every segment
+        of the name and every repetition present is listed, e.g. ``OBX-3`` gives
+        ``OBX[1]-3[1]``, ``OBX[2]-3[1]``, ``OBX[2]-3[2]``, ...
+        """
+        path = _path(path)
+        indices = self._indices(path.segment)
+        if path.segment_index is None:
+            numbers: Iterable[int] = range(1, len(indices) + 1)
+        else:
+            numbers = [path.segment_index] if path.segment_index <= len(indices) else []
+        name, field, c, s = path.segment, path.field, path.component, path.subcomponent
+        out = []
+        for k in numbers:
+            if path.repetition is not None:
+                out.append(Path(name, field, k, path.repetition, c, s))
+                continue
+            count = len(self._repetitions(indices[k - 1], name, field))
+            out.extend(Path(name, field, k, r, c, s) for r in range(1, count + 1))
+        return out
+
     @property
     def text(self) -> str:
         """The message as text, every segment terminated by CR."""
-        return "".join(self._segment_text(i) + "\r" for i in range(len(self._segments)))
+        field = self.delimiters.field
+        texts = [s if type(s) is str else field.join(s) for s in self._segments]
+        return "\r".join(texts) + "\r" if texts else ""
 
     @property
     def codec(self) -> str:
@@ -262,13 +293,31 @@ class EditableMessage:
     def _retain(self, flags: list[bool]) -> None:
         self._segments = [s for s, keep in zip(self._segments, flags, strict=True) if keep]
         self._names = [n for n, keep in zip(self._names, flags, strict=True) if keep]
+        self._split = {}
+        self._by_name = None
 
     def _segment_text(self, index: int) -> str:
         segment = self._segments[index]
         return segment if type(segment) is str else self.delimiters.field.join(segment)
 
     def _indices(self, name: str) -> list[int]:
-        return [i for i, n in enumerate(self._names) if n == name]
+        """Positions of the segments named ``name`` (do not mutate the list returned)."""
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._by_name = {}
+            for i, n in enumerate(self._names):
+                by_name.setdefault(n, []).append(i)
+        return by_name.get(name, _NONE)
+
+    def _parts(self, index: int) -> list[str]:
+        """Segment ``index`` split on the field separator (cached; do not mutate)."""
+        segment = self._segments[index]
+        if type(segment) is not str:
+            return segment
+        parts = self._split.get(index)
+        if parts is None:
+            parts = self._split[index] = segment.split(self.delimiters.field)
+        return parts
 
     def _field(self, index: int, name: str, number: int) -> str:
         """Field ``number`` of segment ``index`` as written; MSH-1 is the separator itself."""
@@ -277,8 +326,7 @@ class EditableMessage:
             if number == 1:
                 return d.field
             number -= 1
-        segment = self._segments[index]
-        parts = segment.split(d.field) if type(segment) is str else segment
+        parts = self._parts(index)
         return parts[number] if number < len(parts) else ""
 
     def _repetitions(self, index: int, name: str, number: int) -> list[str]:
@@ -353,6 +401,7 @@ class EditableMessage:
         for _ in range(k - len(indices)):
             self._segments.append([path.segment])
             self._names.append(path.segment)
+        self._by_name = None
         return len(self._segments) - 1
 
     def _write(self, path: Path, encoded: str, missing: MissingSegment) -> None:
@@ -363,7 +412,8 @@ class EditableMessage:
         segment = self._segments[index]
         d = self.delimiters
         if type(segment) is str:
-            segment = self._segments[index] = segment.split(d.field)
+            segment = self._segments[index] = list(self._parts(index))
+            del self._split[index]
         position = path.field - 1 if path.segment == "MSH" else path.field
         if position >= len(segment):
             segment.extend([""] * (position + 1 - len(segment)))

@@ -316,3 +316,35 @@ def test_set_refuses_non_text_values() -> None:
     message = EditableMessage.parse(PLAIN)
     with pytest.raises(EditError, match="must be text, not int"):
         message.set("PID-8", 5)  # type: ignore[arg-type]
+
+
+def test_locations_expand_segments_and_repetitions() -> None:
+    """locations lists one path per segment and repetition unless the path pins them."""
+    message = EditableMessage.parse(PLAIN + "OBX|1||A~B\rOBX|2||C\r")
+    assert [str(p) for p in message.locations("OBX-3.1")] == [
+        "OBX[1]-3[1].1",
+        "OBX[1]-3[2].1",
+        "OBX[2]-3[1].1",
+    ]
+    assert [str(p) for p in message.locations("OBX[2]-3")] == ["OBX[2]-3[1]"]
+    assert [str(p) for p in message.locations("OBX-3[2]")] == ["OBX[1]-3[2]", "OBX[2]-3[2]"]
+    assert message.locations("OBX[3]-3") == []
+    assert message.locations("ZZZ-1") == []
+
+
+def test_reads_stay_right_after_structural_edits() -> None:
+    """Values read before a copy, a drop or an append never go stale afterwards."""
+    message = EditableMessage.parse(PLAIN + "OBX|1||A\rOBX|2||B\r")
+    assert message.get_all("OBX-3") == ["A", "B"]
+    duplicate = message.copy()
+    duplicate.set("OBX[2]-3", "changed")
+    assert message.get("OBX[2]-3") == "B"
+    message.drop_segments(["PID"])
+    assert message.get("OBX[2]-3") == "B"
+    assert message.get("PID-3.1") == ""
+    message.set("OBX[3]-3", "C")
+    assert message.get_all("OBX-3") == ["A", "B", "C"]
+    message.keep_segments(["OBX"])
+    assert message.segment_names() == ["MSH", "OBX", "OBX", "OBX"]
+    assert duplicate.get_all("OBX-3") == ["A", "changed"]
+    assert duplicate.get("PID-3.1") == "123"
