@@ -278,14 +278,14 @@ class EditableMessage:
 
     def drop_segments(self, names: Iterable[str]) -> None:
         """Remove every segment named in ``names``; MSH cannot be dropped."""
-        drop = set(names)
+        drop = {names} if isinstance(names, str) else set(names)
         if "MSH" in drop:
             raise EditError("MSH cannot be dropped")
         self._retain([n not in drop for n in self._names])
 
     def keep_segments(self, names: Iterable[str]) -> None:
         """Remove every segment not named in ``names``; MSH is always kept."""
-        keep = {*names, "MSH"}
+        keep = {names, "MSH"} if isinstance(names, str) else {*names, "MSH"}
         self._retain([n in keep for n in self._names])
 
     # -- internals ---------------------------------------------------------------------
@@ -398,6 +398,8 @@ class EditableMessage:
             return None
         if missing == "error":
             raise EditError(f"{path}: the message has no such segment")
+        if path.segment == "MSH":
+            raise EditError(f"{path}: a message has exactly one MSH")
         for _ in range(k - len(indices)):
             self._segments.append([path.segment])
             self._names.append(path.segment)

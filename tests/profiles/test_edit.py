@@ -179,6 +179,8 @@ def test_missing_segment_policy() -> None:
     assert message.segment_names() == ["MSH", "PID", "OBX", "OBX"]
     assert message.get("OBX[1]-3") == ""
     assert message.get("OBX[2]-3") == "b"
+    with pytest.raises(EditError, match="exactly one MSH"):
+        message.set("MSH[2]-3", "x")
 
 
 def test_delete_clears_and_leaves_absent_values_alone() -> None:
@@ -221,6 +223,10 @@ def test_drop_and_keep_segments() -> None:
     kept = EditableMessage.parse(raw)
     kept.keep_segments(["PID"])
     assert kept.segment_names() == ["MSH", "PID"]
+    kept.keep_segments("PID")
+    assert kept.segment_names() == ["MSH", "PID"]
+    kept.drop_segments("PID")
+    assert kept.segment_names() == ["MSH"]
 
 
 def test_copy_is_independent() -> None:
