@@ -16,7 +16,7 @@ import importlib
 import inspect
 import re
 import traceback as tb
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator
@@ -105,7 +105,7 @@ class HookLoader:
             found = self._loaded[spec] = _load(spec)
         return found
 
-    def problems(self, specs: list[str]) -> list[HookError]:
+    def problems(self, specs: Iterable[str]) -> list[HookError]:
         """Every hook in ``specs`` that cannot be loaded, so a deploy reports all at once."""
         errors = []
         for spec in specs:
