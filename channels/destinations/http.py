@@ -18,7 +18,7 @@ from OpenSSL import SSL, crypto
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from treq import collect
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.python.failure import Failure
@@ -166,6 +166,7 @@ class HTTPDestination:
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
         self._success = frozenset(config.success_status)
+        self._in_flight: set[Deferred[DeliveryResult]] = set()
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         if config.tls_ca is not None:
             roots = [
@@ -191,8 +192,9 @@ class HTTPDestination:
         pass
 
     def stop(self) -> Deferred[None]:
-        """Close kept-alive connections."""
-        return self._pool.closeCachedConnections()
+        """Let requests in flight finish (each is bounded by the timeout), then disconnect."""
+        waiting = DeferredList(list(self._in_flight), consumeErrors=True)
+        return waiting.addCallback(lambda _: self._pool.closeCachedConnections())
 
     def send(self, payload: bytes, envelope: Envelope) -> Deferred[DeliveryResult]:
         """Send one request; the whole exchange, body included, is bounded by the timeout."""
@@ -207,7 +209,13 @@ class HTTPDestination:
         )
         exchange.addCallback(self._read)
         exchange.addTimeout(self.config.timeout_seconds, self._clock, _timed_out)
-        return exchange.addErrback(self._failed)
+        exchange.addErrback(self._failed)
+        self._in_flight.add(exchange)
+        return exchange.addBoth(self._forget, exchange)
+
+    def _forget(self, result: Any, exchange: Deferred[DeliveryResult]) -> Any:
+        self._in_flight.discard(exchange)
+        return result
 
     def _read(self, response: IResponse) -> Deferred[DeliveryResult]:
         body = _Bounded(self.config.max_response_bytes)

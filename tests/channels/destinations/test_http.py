@@ -112,9 +112,10 @@ class Endpoint(Resource):
         assert request.content is not None
         headers = dict(request.requestHeaders.getAllRawHeaders())
         self.requests.append((request.method, request.uri, headers, request.content.read()))
+        response = self.respond(request)
         if not self.arrived.called:
             self.arrived.callback(None)
-        return self.respond(request)
+        return response
 
 
 def answer(status: int, body: bytes = b"", **headers: str) -> Callable[[Request], bytes]:
@@ -246,3 +247,19 @@ class HTTPDestinationTest(TestCase):
         self.assertEqual(untrusted.verdict, Verdict.RETRY)
         self.assertIn("(TLSError)", untrusted.detail)
         self.assertEqual(len(endpoint.requests), 1)
+
+    @inlineCallbacks
+    def test_stop_waits_for_the_request_in_flight(self) -> Any:
+        """stop() fires only after the answer to a request already sent has been read."""
+        held: list[Request] = []
+        endpoint = Endpoint(lambda request: held.append(request) or NOT_DONE_YET)
+        port = yield self.serve(endpoint)
+        dest = self.destination(f"http://127.0.0.1:{port}/")
+        result = dest.send(PAYLOAD, ENVELOPE)
+        yield endpoint.arrived
+        stopped = dest.stop()
+        self.assertFalse(stopped.called)
+        held[0].write(b"late but fine")
+        held[0].finish()
+        self.assertEqual((yield result).verdict, Verdict.SENT)
+        yield stopped
