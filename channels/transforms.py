@@ -46,7 +46,13 @@ UTF-8 JSON of this shape (version 1)::
                 "processing_id": "P", "sending_application": "..", "sending_facility": "..",
                 "receiving_application": "..", "receiving_facility": "..",
                 "character_set": ""},
-     "segments": [{"name": "PID", "fields": [["1"]], [], [["123", "", "", ["MRN", "1.2"]]]]}]}
+     "segments": [...,
+                  {"name": "PID",                                # PID|1||123^^^MRN&1.2~456
+                   "fields": [[["1"]],                           # PID-1
+                              [],                                # PID-2, empty
+                              [["123", "", "", ["MRN", "1.2"]],  # PID-3, repetition 1
+                               ["456"]]]},                       # PID-3, repetition 2
+                  ...]}
 
 ``fields[n-1]`` is field n (for MSH too: ``fields[0]`` is MSH-1, ``fields[1]`` MSH-2 as
 written). A field is a list of repetitions (``[]`` when empty), a repetition a list of
