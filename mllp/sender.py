@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Any, Final
 
@@ -68,6 +68,7 @@ class _Event(Enum):
     TIMEOUT = auto()
     TOO_LARGE = auto()
     CANCEL = auto()
+    DROP = auto()
     LOST = auto()
 
 
@@ -80,14 +81,17 @@ _TRANSITIONS: Final[dict[tuple[_State, _Event], tuple[_State, str]]] = {
     (_State.WAITING, _Event.LOST): (_State.CLOSED, "_lost_in_flight"),
     (_State.IDLE, _Event.ANSWER): (_State.CLOSED, "_unsolicited"),
     (_State.IDLE, _Event.TOO_LARGE): (_State.CLOSED, "_unsolicited"),
+    (_State.IDLE, _Event.DROP): (_State.CLOSED, "_drop"),
     (_State.IDLE, _Event.LOST): (_State.CLOSED, "_ignore"),
     (_State.CLOSED, _Event.ANSWER): (_State.CLOSED, "_ignore"),
     (_State.CLOSED, _Event.TOO_LARGE): (_State.CLOSED, "_ignore"),
     (_State.CLOSED, _Event.TIMEOUT): (_State.CLOSED, "_ignore"),
     (_State.CLOSED, _Event.CANCEL): (_State.CLOSED, "_ignore"),
+    (_State.CLOSED, _Event.DROP): (_State.CLOSED, "_ignore"),
     (_State.CLOSED, _Event.LOST): (_State.CLOSED, "_ignore"),
 }
-"""The ACK wait. A pair missing here (SEND while WAITING or CLOSED) is a bug in the sender."""
+"""The ACK wait. A pair missing here (SEND or DROP while WAITING, SEND while CLOSED) is a
+bug in the sender, which only sends or drops on an IDLE link."""
 
 
 class _Link(Protocol):
@@ -137,8 +141,7 @@ class _Link(Protocol):
 
     def drop(self) -> None:
         """Close at once: the peer's answers can no longer be trusted to pair up."""
-        self.state = _State.CLOSED
-        self.transport.abortConnection()
+        self._handle(_Event.DROP, None)
 
     def _handle(self, event: _Event, value: Any) -> None:
         transition = _TRANSITIONS.get((self.state, event))
@@ -178,6 +181,9 @@ class _Link(Protocol):
     def _unsolicited(self, _: object) -> None:
         log.warn("MLLP peer {peer} answered when nothing was asked; reconnecting",
                  peer=self._sender.peer)
+        self.transport.abortConnection()
+
+    def _drop(self, _: None) -> None:
         self.transport.abortConnection()
 
     def _ignore(self, _: object) -> None:
@@ -225,7 +231,7 @@ class _Watched:
 class _Pending:
     payload: bytes
     result: Deferred[bytes]
-    link: _Link | None = field(default=None)
+    link: _Link | None = None
 
 
 def _fire(result: Deferred[bytes], outcome: bytes | Failure) -> None:

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor as _reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -20,6 +22,7 @@ from mllp.codec import Decoder, Frame, encode
 from mllp.endpoints import ClientTLSSettings, TLSSettings, server_endpoint
 from mllp.sender import (
     ACKTimeout,
+    ACKTooLarge,
     ConnectionLostBeforeACK,
     MLLPSender,
     NotConnected,
@@ -378,3 +381,75 @@ class SenderOverTLSTest(SenderTest):
         self.assertIsInstance(error, ConnectionLostBeforeACK)
         self.assertEqual(str(error), "connection closed before ACK (TLSError)")
         self.assertEqual(server.frames, [])
+
+
+class FakePeer:
+    """One sender on a MemoryReactorClock whose single connection the test plays."""
+
+    def __init__(self, **options: Any) -> None:
+        self.reactor = MemoryReactorClock()
+        self.sender = MLLPSender(
+            self.reactor, "tcp:host=10.0.0.5:port=2575", retry_policy=lambda n: 1.0, **options
+        )
+        self.sender.start()
+        _, _, factory, _, _ = self.reactor.tcpClients[0]
+        self.protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.5", 2575))
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def sent(self) -> bytes:
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+
+def outcome(result: Deferred[bytes]) -> Any:
+    """The value or the exception a fired Deferred holds."""
+    box: list[Any] = []
+    result.addBoth(box.append)
+    (value,) = box
+    return value.value if isinstance(value, Failure) else value
+
+
+def test_second_send_waits_for_the_first_answer() -> None:
+    """Only one frame is on the wire until its answer arrives, even split in pieces."""
+    peer = FakePeer()
+    first, second = peer.sender.send(b"m1"), peer.sender.send(b"m2")
+    assert peer.sent() == encode(b"m1")
+    frame = encode(b"a1")
+    peer.protocol.dataReceived(frame[:2])
+    assert peer.sent() == b""
+    peer.protocol.dataReceived(frame[2:])
+    assert outcome(first) == b"a1"
+    assert peer.sent() == encode(b"m2")
+    assert not second.called
+
+
+def test_answer_while_nothing_is_asked_drops_the_connection() -> None:
+    """An unsolicited frame on an idle connection is never kept for the next message."""
+    peer = FakePeer()
+    peer.protocol.dataReceived(encode(b"stray"))
+    assert peer.transport.disconnecting
+    assert not peer.sender.connected
+
+
+def test_oversize_answer_fails_the_send_and_drops_the_connection() -> None:
+    """An answer past max_frame_bytes is ACKTooLarge, and the connection goes."""
+    peer = FakePeer(max_frame_bytes=8)
+    result = peer.sender.send(b"m1")
+    peer.protocol.dataReceived(encode(b"x" * 20))
+    error = outcome(result)
+    assert isinstance(error, ACKTooLarge)
+    assert str(error) == "ACK larger than 8 bytes"
+    assert peer.transport.disconnecting
+
+
+def test_ack_timer_runs_on_the_injected_clock() -> None:
+    """The ACK wait is measured on the clock given, not the reactor's."""
+    clock = Clock()
+    peer = FakePeer(clock=clock, ack_timeout=5)
+    result = peer.sender.send(b"m1")
+    peer.reactor.advance(60)
+    assert not result.called
+    clock.advance(5)
+    assert isinstance(outcome(result), ACKTimeout)
