@@ -1,17 +1,17 @@
-"""Group commit on a real thread and a real SQLite file."""
+"""Group commit on a real thread, on a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
+import pytest
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from engine.store.status import Status
 from engine.store.store import IncomingMessage, Transition, now_us, open_store
 from engine.writer import GroupCommitWriter, WriterClosed
+from tests.postgres import store_url_for
 
 
 def incoming(n: int) -> IncomingMessage:
@@ -22,7 +22,7 @@ def incoming(n: int) -> IncomingMessage:
 class FailingStore:
     """A store whose disk is gone: every commit raises."""
 
-    def commit_batch(self, incoming: object, transitions: object = ()) -> object:
+    def commit_batch(self, *args: object, **kwargs: object) -> object:
         raise OSError("disk I/O error")
 
     def close(self) -> None:
@@ -30,10 +30,17 @@ class FailingStore:
 
 
 class GroupCommitWriterTests(unittest.TestCase):
+    """On SQLite; the subclass below runs the same tests on PostgreSQL."""
+
+    backend = "sqlite"
+
+    @pytest.fixture(autouse=True)
+    def _store_url(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+        """Trial test cases cannot be parametrized, so each backend is a subclass."""
+        self.store_url = store_url_for(self.backend, request, tmp_path)
+
     def setUp(self) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix="interlink-writer-"))
-        self.addCleanup(shutil.rmtree, tmp, True)
-        self.store = open_store(f"sqlite:///{tmp / 'store.db'}")
+        self.store = open_store(self.store_url)
         self.writer = GroupCommitWriter(self.store, reactor)
         self.writer.start()
         self.addCleanup(self._stop)
@@ -73,6 +80,10 @@ class GroupCommitWriterTests(unittest.TestCase):
         results = yield defer.gatherResults(pending)
         self.assertEqual(len(results), 20)
         yield self.assertFailure(self.writer.submit(incoming(99)), WriterClosed)
+
+
+class GroupCommitWriterPostgresTests(GroupCommitWriterTests):
+    backend = "postgresql"
 
 
 class FailingStoreTests(unittest.TestCase):
