@@ -17,6 +17,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,20 @@ SERVER_SETTINGS = {
     "max_connections": "200",
     "log_min_messages": "warning",
 }
+
+_WATCHDOG = r'''
+import os, shutil, subprocess, sys
+base, pg_ctl, uid, gid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sys.stdin.buffer.read()
+data = os.path.join(base, "data")
+if os.path.exists(os.path.join(data, "postmaster.pid")):
+    kwargs = {} if uid < 0 else {"user": uid, "group": gid, "extra_groups": []}
+    subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], cwd=base,
+                   capture_output=True, check=False, **kwargs)
+shutil.rmtree(base, ignore_errors=True)
+'''
+"""Waits for the end of the test run, however it ends (even SIGKILL closes the pipe), and
+then stops a server that is still running and removes its directory."""
 
 
 class PostgresUnavailable(RuntimeError):
@@ -115,6 +130,7 @@ class PostgresServer:
     port: int
     run_as: _RunAs
     _admin: psycopg.Connection[Any] | None = None
+    _watchdog: subprocess.Popen[bytes] | None = None
     _names: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _stopped: bool = False
 
@@ -134,6 +150,10 @@ class PostgresServer:
         base = Path(tempfile.mkdtemp(prefix="interlink-pg-"))
         server = cls(bin_dir, base, 0, run_as)
         try:
+            server._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(base), str(bin_dir / "pg_ctl"),
+                 str(run_as.uid), str(run_as.gid)],
+                stdin=subprocess.PIPE, start_new_session=True)
             run_as.own(base)
             run_as.run([str(bin_dir / "initdb"), "-D", str(server.data_dir), "-U", SUPERUSER,
                         "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"], base)
@@ -200,6 +220,10 @@ class PostgresServer:
                     self._pg_ctl("stop", "-m", "immediate", "-w", "-t", "60")
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
+            if self._watchdog is not None:
+                assert self._watchdog.stdin is not None
+                self._watchdog.stdin.close()
+                self._watchdog.wait(timeout=60)
 
 
 def store_url_for(backend: str, request: pytest.FixtureRequest, directory: Path) -> str:
