@@ -2,7 +2,9 @@
 
 Writes happen only through `commit_batch`, which the group-commit writer calls from its
 one thread; reads (`list_messages`, `pending_routing`, ...) are safe from anywhere,
-including another process while the engine runs (SQLite in WAL mode).
+including another process while the engine runs (SQLite in WAL mode). On PostgreSQL
+several engine processes may write to one database at once: `Store._claim` orders their
+transactions, so ids stay unique and the audit chain stays one chain.
 """
 
 from __future__ import annotations
