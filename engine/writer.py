@@ -9,8 +9,10 @@ that fire on the reactor thread after the transaction that holds their work comm
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
@@ -18,9 +20,29 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from engine.store.deliveries import DeliveryOutcome, Routing
 from engine.store.store import IncomingMessage, Store, StoredMessage, Transition
 
 log = Logger()
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Changes:
+    """Status changes that share one transaction with whatever else is waiting."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    routings: list[Routing] = field(default_factory=list)
+    outcomes: list[DeliveryOutcome] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.transitions) + len(self.routings) + len(self.outcomes)
+
+    def extend(self, other: Changes) -> None:
+        self.transitions.extend(other.transitions)
+        self.routings.extend(other.routings)
+        self.outcomes.extend(other.outcomes)
 
 
 class WriterClosed(Exception):
@@ -44,7 +66,8 @@ class GroupCommitWriter:
         self._pool = threadpool or ThreadPool(minthreads=1, maxthreads=1, name="store-writer")
         self._own_pool = threadpool is None
         self._incoming: list[tuple[IncomingMessage, defer.Deferred[StoredMessage]]] = []
-        self._transitions: list[tuple[Transition, defer.Deferred[None]]] = []
+        self._changes: deque[tuple[Changes, defer.Deferred[None]]] = deque()
+        self._pending_changes = 0
         self._busy = False
         self._scheduled = False
         self._closed = False
@@ -70,20 +93,35 @@ class GroupCommitWriter:
 
     def transition(self, transitions: Sequence[Transition]) -> defer.Deferred[None]:
         """Queue status changes; fires once they are committed."""
+        return self._queue_changes(Changes(transitions=list(transitions)))
+
+    def route(self, routings: Sequence[Routing]) -> defer.Deferred[None]:
+        """Queue routing decisions (status, deliveries, payloads); fires once committed."""
+        return self._queue_changes(Changes(routings=list(routings)))
+
+    def record(self, outcomes: Sequence[DeliveryOutcome]) -> defer.Deferred[None]:
+        """Queue delivery outcomes; fires once committed."""
+        return self._queue_changes(Changes(outcomes=list(outcomes)))
+
+    def call(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
+        """Run `fn(*args)` on the writer's thread, between two commits (e.g. reprocess)."""
         if self._closed:
             return defer.fail(WriterClosed("the store writer is stopping"))
-        ds = []
-        for tr in transitions:
-            d: defer.Deferred[None] = defer.Deferred()
-            self._transitions.append((tr, d))
-            ds.append(d)
+        return self._run(fn, *args)
+
+    def _queue_changes(self, changes: Changes) -> defer.Deferred[None]:
+        if self._closed:
+            return defer.fail(WriterClosed("the store writer is stopping"))
+        d: defer.Deferred[None] = defer.Deferred()
+        self._changes.append((changes, d))
+        self._pending_changes += changes.size
         self._kick()
-        return defer.gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
+        return d
 
     @property
     def backlog(self) -> int:
         """Work waiting for a transaction (a gauge for back-pressure and metrics)."""
-        return len(self._incoming) + len(self._transitions)
+        return len(self._incoming) + self._pending_changes
 
     def _kick(self) -> None:
         # callLater(0) lets everything that arrived in this reactor turn join the batch.
@@ -91,24 +129,33 @@ class GroupCommitWriter:
             self._scheduled = True
             self._reactor.callLater(0, self._flush)
 
+    def _take_changes(self) -> list[tuple[Changes, defer.Deferred[None]]]:
+        taken, size = [], 0
+        while self._changes and (not taken or size + self._changes[0][0].size
+                                 <= self._max_batch):
+            item = self._changes.popleft()
+            taken.append(item)
+            size += item[0].size
+        self._pending_changes -= size
+        return taken
+
     def _flush(self) -> None:
         self._scheduled = False
-        if self._busy or not (self._incoming or self._transitions):
+        if self._busy or not (self._incoming or self._changes):
             self._notify_idle()
             return
         incoming = self._incoming[: self._max_batch]
         del self._incoming[: self._max_batch]
-        transitions = self._transitions[: self._max_batch]
-        del self._transitions[: self._max_batch]
+        changes = self._take_changes()
+        merged = Changes()
+        for c, _ in changes:
+            merged.extend(c)
         self._busy = True
-        d = self._run(
-            self._store.commit_batch,
-            [m for m, _ in incoming],
-            [t for t, _ in transitions],
-        )
+        d = self._run(self._store.commit_batch, [m for m, _ in incoming],
+                      merged.transitions, merged.routings, merged.outcomes)
         d.addCallbacks(self._committed, self._failed,
-                       callbackArgs=(incoming, transitions),
-                       errbackArgs=(incoming, transitions))
+                       callbackArgs=(incoming, changes, merged.size),
+                       errbackArgs=(incoming, changes))
 
     def _run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
         from twisted.internet.threads import deferToThreadPool
@@ -116,37 +163,37 @@ class GroupCommitWriter:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def _committed(self, stored: list[StoredMessage], incoming: list[Any],
-                   transitions: list[Any]) -> None:
+                   changes: list[Any], size: int) -> None:
         self._busy = False
         self.commits += 1
         self.messages_written += len(incoming)
-        self.transitions_written += len(transitions)
+        self.transitions_written += size
         self._continue()
         for (_, d), result in zip(incoming, stored, strict=True):
             d.callback(result)
-        for _, d in transitions:
+        for _, d in changes:
             d.callback(None)
 
-    def _failed(self, failure: Failure, incoming: list[Any], transitions: list[Any]) -> None:
+    def _failed(self, failure: Failure, incoming: list[Any], changes: list[Any]) -> None:
         self._busy = False
-        log.failure("store commit failed for {n} messages and {t} transitions",
-                    failure, n=len(incoming), t=len(transitions))
+        log.failure("store commit failed for {n} messages and {t} change sets",
+                    failure, n=len(incoming), t=len(changes))
         self._continue()
         for _, d in incoming:
             d.errback(failure)
-        for _, d in transitions:
+        for _, d in changes:
             d.errback(failure)
 
     def _continue(self) -> None:
         # What arrived during the commit that just returned is committed right away,
         # before the answers of the finished batch are written.
-        if self._incoming or self._transitions:
+        if self._incoming or self._changes:
             self._flush()
         else:
             self._notify_idle()
 
     def _notify_idle(self) -> None:
-        if not self._busy and not self._incoming and not self._transitions:
+        if not self._busy and not self._incoming and not self._changes:
             waiting, self._idle = self._idle, []
             for d in waiting:
                 d.callback(None)

@@ -39,6 +39,7 @@ messages = Table(
     Column("status", String(16), nullable=False),
     Column("ack_code", String(2), nullable=False, default=""),
     Column("duplicate_of", BigInteger, nullable=True),
+    Column("parent_id", BigInteger, nullable=True),
     Column("error", Text, nullable=True),
     Column("updated_at", BigInteger, nullable=False),
 )
@@ -63,17 +64,33 @@ Index("ix_contents_message", contents.c.message_id, contents.c.kind)
 deliveries = Table(
     "deliveries",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
     Column("message_id", BigInteger, ForeignKey("messages.id"), nullable=False),
+    Column("channel", String(128), nullable=False),
     Column("destination", String(128), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", BigInteger, nullable=True),
     Column("lane_key", String(250), nullable=False, default=""),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("first_attempt_at", BigInteger, nullable=True),
+    Column("held", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
     Column("updated_at", BigInteger, nullable=False),
 )
-Index("ix_deliveries_queue", deliveries.c.destination, deliveries.c.status, deliveries.c.id)
+Index("ix_deliveries_queue", deliveries.c.destination, deliveries.c.channel,
+      deliveries.c.status, deliveries.c.id)
+Index("ix_deliveries_message", deliveries.c.message_id)
+
+lane_leases = Table(
+    "lane_leases",
+    metadata,
+    Column("destination", String(128), primary_key=True),
+    Column("lane_key", String(250), primary_key=True),
+    Column("node", String(128), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+"""Which node delivers an ordered lane right now (several nodes on one PostgreSQL)."""
 
 audit_events = Table(
     "audit_events",

@@ -20,6 +20,14 @@ from sqlalchemy.engine import URL, make_url
 
 from engine.audit import GENESIS_HASH, ROW_COLUMNS, AuditChain, AuditEvent, verify_rows
 from engine.store import schema
+from engine.store.deliveries import (
+    DeliveryOutcome,
+    DeliveryWrites,
+    QueuedDelivery,
+    Routing,
+    fetch_held_lanes,
+    fetch_queued,
+)
 from engine.store.schema import audit_events, contents, messages
 from engine.store.status import ContentKind, Status
 
@@ -30,9 +38,13 @@ ENGINE_ACTOR = "engine"
 MESSAGE_COLUMNS = (
     "id", "channel", "received_at", "peer", "control_id", "message_type", "version",
     "sending_application", "sending_facility", "patient_id", "status", "ack_code",
-    "duplicate_of", "error", "updated_at",
+    "duplicate_of", "error", "updated_at", "parent_id",
 )
 CONTENT_COLUMNS = ("message_id", "kind", "destination", "created_at", "data")
+DELIVERY_COLUMNS = (
+    "message_id", "channel", "destination", "status", "lane_key", "attempts",
+    "next_attempt_at", "first_attempt_at", "held", "last_error", "updated_at",
+)
 
 
 MAX_PARAMETERS = 30000
@@ -110,6 +122,7 @@ class IncomingMessage:
     sending_facility: str = ""
     patient_id: str = ""
     error: str | None = None
+    parent_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +247,9 @@ class Store:
         self._insert_message = MultiRowInsert("messages", MESSAGE_COLUMNS, style)
         self._insert_content = MultiRowInsert("contents", CONTENT_COLUMNS, style)
         self._insert_audit = MultiRowInsert("audit_events", ROW_COLUMNS, style)
+        self._deliveries = DeliveryWrites(
+            self._marker, MultiRowInsert("deliveries", DELIVERY_COLUMNS, style),
+            self._insert_content)
 
     # -- writing (the writer thread only) ------------------------------------------------
 
@@ -262,14 +278,16 @@ class Store:
         self,
         incoming: Sequence[IncomingMessage],
         transitions: Sequence[Transition] = (),
+        routings: Sequence[Routing] = (),
+        outcomes: Sequence[DeliveryOutcome] = (),
     ) -> list[StoredMessage]:
-        """Store new messages and apply transitions in one transaction (one fsync)."""
+        """Store new messages, routings, outcomes and transitions in one transaction."""
         conn = self._writer_connection()
         assert self._chain is not None
         chain_tail = self._chain.last_hash
         next_id = self._next_id
         try:
-            stored = self._write(conn, incoming, transitions)
+            stored = self._write(conn, incoming, transitions, routings, outcomes)
             conn.commit()
         except BaseException:
             conn.rollback()
@@ -283,6 +301,8 @@ class Store:
         conn: Connection,
         incoming: Sequence[IncomingMessage],
         transitions: Sequence[Transition],
+        routings: Sequence[Routing] = (),
+        outcomes: Sequence[DeliveryOutcome] = (),
     ) -> list[StoredMessage]:
         assert self._chain is not None
         ids = self._claim(conn, len(incoming))
@@ -312,7 +332,7 @@ class Store:
                 mid, msg.channel, msg.received_at, msg.peer, msg.control_id,
                 msg.message_type, msg.version, msg.sending_application,
                 msg.sending_facility, msg.patient_id, status.value, msg.ack_code,
-                duplicate_of, msg.error, now,
+                duplicate_of, msg.error, now, msg.parent_id,
             ))
             content_rows.append((mid, raw_kind, None, now, msg.raw))
             detail: dict[str, Any] = {"status": status.value, "ack": msg.ack_code,
@@ -321,12 +341,16 @@ class Store:
                 detail["duplicate_of"] = duplicate_of
             if msg.error is not None:
                 detail["error"] = msg.error
+            if msg.parent_id is not None:
+                detail["parent_id"] = msg.parent_id
             events.append(AuditEvent(now, ENGINE_ACTOR, action, mid, msg.channel, detail))
             stored.append(StoredMessage(mid, msg.channel, status, duplicate_of))
         if message_rows:
             self._insert_message.execute(conn, message_rows)
             self._insert_content.execute(conn, content_rows)
         self._apply_transitions(conn, transitions, now)
+        self._deliveries.write_routings(conn, routings, now, events)
+        self._deliveries.write_outcomes(conn, outcomes, now, events)
         for tr in transitions:
             detail = {"status": tr.status.value}
             if tr.reason:
@@ -402,6 +426,25 @@ class Store:
     def _markers(self, n: int) -> str:
         return ", ".join([self._marker] * n)
 
+    def reprocess(self, message_ids: Sequence[int], actor: str = ENGINE_ACTOR) -> list[int]:
+        """Re-queue ERROR messages (writer thread); returns those that must be re-routed."""
+        conn = self._writer_connection()
+        assert self._chain is not None
+        chain_tail = self._chain.last_hash
+        events: list[AuditEvent] = []
+        try:
+            self._claim(conn, 0)
+            now = now_us()
+            reroute = self._deliveries.requeue(conn, message_ids, now, events, actor)
+            if events:
+                self._insert_audit.execute(conn, self._chain.rows(events))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            self._chain.last_hash = chain_tail
+            raise
+        return reroute
+
     def close(self) -> None:
         """Close the writer's connection and the pool."""
         if self._writer is not None:
@@ -422,6 +465,34 @@ class Store:
                 .limit(limit)
             )
             return [(r.id, r.channel) for r in rows]
+
+    def queued(self, channel: str, destination: str, *, after_id: int = 0,
+               limit: int = 1000) -> list[QueuedDelivery]:
+        """A destination's QUEUED deliveries after `after_id`, oldest first, with payloads."""
+        with self.engine.connect() as conn:
+            return fetch_queued(conn, self._marker, channel, destination, after_id, limit)
+
+    def held_lanes(self, channel: str, destination: str) -> set[str]:
+        """Lanes of a destination stopped behind a dead-lettered message."""
+        with self.engine.connect() as conn:
+            return fetch_held_lanes(conn, self._marker, channel, destination)
+
+    def deliveries_of(self, message_id: int) -> list[dict[str, Any]]:
+        """Every delivery row of one message (its per-destination states)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.deliveries)
+                                .where(schema.deliveries.c.message_id == message_id)
+                                .order_by(schema.deliveries.c.id))
+            return [dict(r._mapping) for r in rows]
+
+    def queue_depths(self) -> dict[tuple[str, str], int]:
+        """QUEUED deliveries per (channel, destination): the queue depth operators watch."""
+        d = schema.deliveries
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(d.c.channel, d.c.destination, func.count())
+                                .where(d.c.status == Status.QUEUED.value)
+                                .group_by(d.c.channel, d.c.destination))
+            return {(r[0], r[1]): r[2] for r in rows}
 
     def list_messages(
         self,
