@@ -231,9 +231,15 @@ class DeliveryWrites:
 
 
 def fetch_queued(conn: Connection, marker: str, channel: str, destination: str,
-                 after_id: int, limit: int) -> list[QueuedDelivery]:
-    """QUEUED rows of one destination after `after_id`, in arrival order, with payloads."""
+                 after_id: int, limit: int, *, skip_locked: bool = False
+                 ) -> list[QueuedDelivery]:
+    """QUEUED rows of one destination after `after_id`, in arrival order, with payloads.
+
+    On PostgreSQL rows another transaction holds are skipped (`FOR UPDATE SKIP LOCKED`)
+    rather than waited for; a later read picks them up.
+    """
     m = marker
+    lock = " FOR UPDATE OF d SKIP LOCKED" if skip_locked else ""
     rows = conn.exec_driver_sql(
         "SELECT d.id, d.message_id, d.channel, d.lane_key, d.attempts, d.next_attempt_at, "
         "d.first_attempt_at, msg.control_id, msg.message_type, msg.received_at, c.data "
@@ -241,7 +247,7 @@ def fetch_queued(conn: Connection, marker: str, channel: str, destination: str,
         "LEFT JOIN contents c ON c.message_id = d.message_id AND c.kind = 'encoded' "
         "AND c.destination = d.destination "
         f"WHERE d.destination = {m} AND d.channel = {m} AND d.status = {m} AND d.id > {m} "
-        f"ORDER BY d.id LIMIT {m}",
+        f"ORDER BY d.id LIMIT {m}{lock}",
         (destination, channel, Status.QUEUED.value, after_id, limit))
     return [QueuedDelivery(r[0], r[1], r[2], destination, r[3], r[4], r[5], r[6], r[7], r[8],
                            r[9], None if r[10] is None else bytes(r[10])) for r in rows]
@@ -255,3 +261,28 @@ def fetch_held_lanes(conn: Connection, marker: str, channel: str,
         f"SELECT DISTINCT lane_key FROM deliveries WHERE destination = {m} AND channel = {m} "
         f"AND status = {m} AND held = 1", (destination, channel, Status.ERROR.value))
     return {r[0] for r in rows}
+
+
+def claim_lanes(conn: Connection, marker: str, channel: str, destination: str,
+                rows: list[QueuedDelivery], node: str, now: int,
+                lease_us: int) -> list[QueuedDelivery]:
+    """Keep only rows of lanes this node holds, taking or renewing each lane's lease.
+
+    Several nodes share one PostgreSQL: an ordered lane is delivered by one node at a
+    time. A lease is taken when free or expired and renewed while the node has work in it;
+    a node that dies loses its lanes when their leases expire.
+    """
+    m = marker
+    queue = f"{channel}/{destination}"
+    held: set[str] = set()
+    for key in sorted({r.lane_key for r in rows}):
+        got = conn.exec_driver_sql(
+            "INSERT INTO lane_leases (destination, lane_key, node, expires_at) "
+            f"VALUES ({m}, {m}, {m}, {m}) ON CONFLICT (destination, lane_key) DO UPDATE "
+            "SET node = excluded.node, expires_at = excluded.expires_at "
+            f"WHERE lane_leases.node = excluded.node OR lane_leases.expires_at < {m} "
+            "RETURNING lane_key",
+            (queue, key, node, now + lease_us, now)).first()
+        if got is not None:
+            held.add(key)
+    return [r for r in rows if r.lane_key in held]

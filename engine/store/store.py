@@ -25,6 +25,7 @@ from engine.store.deliveries import (
     DeliveryWrites,
     QueuedDelivery,
     Routing,
+    claim_lanes,
     fetch_held_lanes,
     fetch_queued,
 )
@@ -471,6 +472,24 @@ class Store:
         """A destination's QUEUED deliveries after `after_id`, oldest first, with payloads."""
         with self.engine.connect() as conn:
             return fetch_queued(conn, self._marker, channel, destination, after_id, limit)
+
+    def claim(self, channel: str, destination: str, *, node: str, after_id: int = 0,
+              limit: int = 1000, lease_seconds: float = 30.0
+              ) -> tuple[list[QueuedDelivery], set[str]]:
+        """What a node may deliver next for one destination, and which lanes are held.
+
+        One process owns a SQLite store, so there it is a plain read; on PostgreSQL rows are
+        claimed with SKIP LOCKED and only lanes whose lease this node holds are returned.
+        """
+        with self.engine.connect() as conn:
+            rows = fetch_queued(conn, self._marker, channel, destination, after_id, limit,
+                                skip_locked=self._shared)
+            if self._shared:
+                rows = claim_lanes(conn, self._marker, channel, destination, rows, node,
+                                   now_us(), int(lease_seconds * 1e6))
+            held = fetch_held_lanes(conn, self._marker, channel, destination)
+            conn.commit()
+            return rows, held
 
     def held_lanes(self, channel: str, destination: str) -> set[str]:
         """Lanes of a destination stopped behind a dead-lettered message."""
