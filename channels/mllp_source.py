@@ -30,6 +30,10 @@ from profiles.hl7.header import Header, HeaderError, read_header, salvage_contro
 log = Logger()
 
 STORE_FAILED = ErrorDetail(code=207, severity="E", text="message could not be stored")
+NOT_DELIVERED = ErrorDetail(code=207, severity="E",
+                            text="stored, but delivery was not confirmed in time")
+DELIVERY_UNCONFIRMED = object()
+"""What `commit` fires with when the channel answers after delivery and delivery failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +117,14 @@ class MLLPSource:
                              control_id=self._control_ids(), sender=self._sender,
                              errors=[STORE_FAILED])
 
-        return d.addCallbacks(lambda _: ack, not_stored)
+        def stored(result: Any) -> bytes:
+            if result is DELIVERY_UNCONFIRMED:
+                return build_ack(header, outcome=AckOutcome.ERROR, now=self._now(),
+                                 control_id=self._control_ids(), sender=self._sender,
+                                 errors=[NOT_DELIVERED])
+            return ack
+
+        return d.addCallbacks(stored, not_stored)
 
     def _reject_unreadable(self, raw: bytes, peer: str, received_at: float,
                            error: HeaderError) -> defer.Deferred[bytes | None]:

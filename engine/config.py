@@ -71,6 +71,11 @@ class EngineConfig(Strict):
     """Everything `interlink run` needs to start."""
 
     data_dir: Path = Path("var")
+    channels_dir: Path = Field(
+        Path("channels"), description="Channel files; relative to the engine file's directory.")
+    node_id: str | None = Field(
+        None, max_length=128, description="This node's name on a shared PostgreSQL store; "
+        "defaults to host name and process id.")
     store: StoreConfig = StoreConfig()
     mllp: MLLPConfig = MLLPConfig()
     admin: AdminConfig = AdminConfig()
@@ -90,6 +95,8 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "INTERLINK_MLLP_PORT": ("mllp", "port"),
     "INTERLINK_ADMIN_PORT": ("admin", "port"),
     "INTERLINK_STORE_URL": ("store", "url"),
+    "INTERLINK_CHANNELS_DIR": ("channels_dir",),
+    "INTERLINK_NODE_ID": ("node_id",),
 }
 
 
@@ -122,6 +129,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> EngineCo
     _apply_env(data, environ)
     config = validate(EngineConfig, data, file=str(path), positions=positions)
     base = path.parent
+    config = config.model_copy(update={"channels_dir": base / config.channels_dir})
     if config.mllp.tls is not None:
         tls = config.mllp.tls
         config = config.model_copy(update={"mllp": config.mllp.model_copy(update={

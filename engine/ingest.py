@@ -2,37 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 
-from channels.mllp_source import Received
+from channels.mllp_source import DELIVERY_UNCONFIRMED, Received
 from engine.router import Router
 from engine.store.status import Status
 from engine.store.store import IncomingMessage, StoredMessage
 from engine.writer import GroupCommitWriter
+from profiles.hl7.header import Header
+
+Confirmation = Callable[[int], "defer.Deferred[bool] | None"]
 
 
 class Ingest:
-    """The `commit` callable sources are given: store durably, then hand on to routing."""
+    """The `commit` callable sources are given: store durably, then hand on to routing.
 
-    def __init__(self, writer: GroupCommitWriter, router: Router) -> None:
+    With a `confirm` hook (channels answering after delivery) the Deferred fires only
+    when the hook's does, with `DELIVERY_UNCONFIRMED` when delivery did not succeed.
+    """
+
+    def __init__(self, writer: GroupCommitWriter, router: Router,
+                 confirm: Confirmation | None = None) -> None:
         self._writer = writer
         self._router = router
+        self._confirm = confirm
 
-    def __call__(self, received: Received) -> defer.Deferred[StoredMessage]:
+    def __call__(self, received: Received) -> defer.Deferred[Any]:
         d = self._writer.submit(to_incoming(received))
-        return d.addCallback(self._stored)
+        return d.addCallback(self._stored, received.raw)
 
-    def _stored(self, stored: StoredMessage) -> StoredMessage:
-        if stored.status is Status.RECEIVED:
-            self._router.route(stored.id, stored.channel)
-        return stored
+    def _stored(self, stored: StoredMessage, raw: bytes) -> Any:
+        if stored.status is not Status.RECEIVED:
+            return stored
+        waiting = self._confirm(stored.id) if self._confirm is not None else None
+        self._router.route(stored.id, stored.channel, raw)
+        if waiting is None:
+            return stored
+        return waiting.addCallback(lambda ok: stored if ok else DELIVERY_UNCONFIRMED)
 
 
 def to_incoming(received: Received) -> IncomingMessage:
     """Map a source's record onto the store's row, header facts included."""
-    h: Any = received.header
+    h = received.header
     msg = IncomingMessage(
         channel=received.channel,
         received_at=int(received.received_at * 1_000_000),
@@ -43,10 +57,15 @@ def to_incoming(received: Received) -> IncomingMessage:
         control_id=received.salvaged_control_id,
     )
     if h is not None:
-        msg.control_id = h.control_id
-        msg.message_type = "^".join(p for p in (h.message_type, h.trigger_event) if p)
-        msg.version = h.version
-        msg.sending_application = str(h.sending_application)
-        msg.sending_facility = str(h.sending_facility)
-        msg.patient_id = h.patient_id
+        apply_header(msg, h)
     return msg
+
+
+def apply_header(msg: IncomingMessage, h: Header) -> None:
+    """Copy the header facts the store indexes (ids, type, sender, patient) onto a row."""
+    msg.control_id = h.control_id
+    msg.message_type = "^".join(p for p in (h.message_type, h.trigger_event) if p)
+    msg.version = h.version
+    msg.sending_application = str(h.sending_application)
+    msg.sending_facility = str(h.sending_facility)
+    msg.patient_id = h.patient_id

@@ -1,29 +1,46 @@
-"""The running engine as a Twisted service tree: store writer, router, listeners.
+"""The running engine as a Twisted service: store, writer, router, channels, listeners.
 
-Start order: open the store, start the writer, recover unrouted messages, then listen.
-Stop order is the reverse, so nothing that was acknowledged is left behind: stop
-accepting, let in-flight messages commit and be answered, record routing, close the store.
+Start order: open the store, start the writer, deploy the channel files (queues, then
+sources), route what an earlier run left RECEIVED, listen on the engine's own MLLP port,
+then the admin API. Stop order is the reverse, so nothing that was acknowledged is left
+behind: stop accepting, let in-flight messages commit and be answered, record routing,
+let queues settle what is in flight, close the store.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
+from channels.catalog import load_catalog
 from channels.ids import ControlIdSource
 from channels.mllp_source import MLLPSource
 from engine.config import EngineConfig
+from engine.deployment import Deployment
 from engine.ingest import Ingest
 from engine.router import Router
+from engine.store.deliveries import Routing
+from engine.store.status import ContentKind, Status
 from engine.store.store import Store, open_store
+from engine.watch import DeliveryWatch
 from engine.writer import GroupCommitWriter
 from mllp.endpoints import TLSSettings, server_endpoint
 from mllp.server import MLLPServerFactory
 
 log = Logger()
+
+
+def default_node_id() -> str:
+    """Host name and process id: unique among nodes sharing one PostgreSQL store."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class EngineService(Service):
@@ -32,11 +49,17 @@ class EngineService(Service):
     def __init__(self, config: EngineConfig, reactor: Any) -> None:
         self.config = config
         self.reactor = reactor
+        self.node_id = config.node_id or default_node_id()
         self.store: Store | None = None
         self.writer: GroupCommitWriter | None = None
         self.router: Router | None = None
+        self.deployment: Deployment | None = None
+        self.watch = DeliveryWatch(reactor)
         self.factory: MLLPServerFactory | None = None
         self.port: Any = None
+        self.admin_port: Any = None
+        self._readers = ThreadPool(minthreads=1, maxthreads=2, name="store-reader")
+        self._control_ids = ControlIdSource(reactor.seconds())
         self.ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
@@ -44,24 +67,59 @@ class EngineService(Service):
         d = defer.ensureDeferred(self._start())
         d.addCallbacks(self.ready.callback, self.ready.errback)
 
+    # -- wiring ---------------------------------------------------------------------------
+
+    def _read(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        """Run a store read on the reader threads, never on the reactor."""
+        return deferToThreadPool(self.reactor, self._readers, fn, *args, **kwargs)
+
+    def _fetcher(self, channel: str, destination: str) -> Any:
+        store = self.store
+        assert store is not None
+
+        def fetch(after: int, limit: int) -> defer.Deferred[Any]:
+            return self._read(store.claim, channel, destination, node=self.node_id,
+                              after_id=after, limit=limit)
+
+        return fetch
+
+    def source_for(self, channel: str) -> MLLPSource:
+        """The receiving logic (ACK after commit) shared by every source of a channel."""
+        assert self.writer is not None and self.router is not None
+        ingest = Ingest(self.writer, self.router, self._confirmation(channel))
+        cfg = self.config
+        return MLLPSource(channel, ingest, clock=self.reactor, control_ids=self._control_ids,
+                          sender=(cfg.sender_application, cfg.sender_facility))
+
+    def _confirmation(self, channel: str) -> Any:
+        """For `response: after_delivery` channels, what the ACK waits for after commit."""
+        def wait(message_id: int) -> defer.Deferred[bool] | None:
+            deployment = self.deployment
+            deployed = deployment.channels.get(channel) if deployment else None
+            if deployed is None or deployed.config.response.mode != "after_delivery":
+                return None
+            return self.watch.wait(message_id, deployed.config.response.timeout_seconds)
+
+        return wait
+
     async def _start(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._readers.start()
         self.store = open_store(cfg.store_url(),
                                 duplicate_window_s=cfg.store.duplicate_window_seconds)
         self.writer = GroupCommitWriter(self.store, self.reactor)
         self.writer.start()
-        self.router = Router(self.writer.transition, self.reactor)
+        deployment = self.deployment = Deployment(
+            reactor=self.reactor, fetcher=self._fetcher, record=self.writer.record,
+            submit=self.writer.submit, route=self._route, receiver_for=self.source_for,
+            on_final=self.watch.delivery_final)
+        self.router = Router(self.writer.route, self.reactor, deployment.pipeline,
+                             self._routed)
+        await self.reload()
         self.router.recover(self.store)
-        source = MLLPSource(
-            cfg.mllp.channel,
-            Ingest(self.writer, self.router),
-            clock=self.reactor,
-            control_ids=ControlIdSource(self.reactor.seconds()),
-            sender=(cfg.sender_application, cfg.sender_facility),
-        )
         self.factory = MLLPServerFactory(
-            source,
+            self.source_for(cfg.mllp.channel),
             max_frame_bytes=cfg.mllp.max_frame_bytes,
             idle_timeout=cfg.mllp.idle_timeout_seconds,
             max_connections=cfg.mllp.max_connections,
@@ -78,19 +136,80 @@ class EngineService(Service):
         address = self.port.getHost()
         log.info("MLLP listening on {host}:{port} for channel {channel}",
                  host=address.host, port=address.port, channel=cfg.mllp.channel)
+        from engine.admin import listen_admin
+
+        self.admin_port = await listen_admin(self)
+        address = self.admin_port.getHost()
+        log.info("admin API on http://{host}:{port}/api/v1/", host=address.host,
+                 port=address.port)
+
+    def _route(self, message_id: int, channel: str, raw: bytes) -> None:
+        assert self.router is not None
+        self.router.route(message_id, channel, raw)
+
+    def _routed(self, routings: Sequence[Routing]) -> None:
+        """Routing committed: wake the queues that got rows, tell waiting senders."""
+        assert self.deployment is not None
+        queued: dict[str, set[str]] = {}
+        for r in routings:
+            for d in r.deliveries:
+                if d.status is Status.QUEUED:
+                    queued.setdefault(r.channel, set()).add(d.destination)
+        for channel, destinations in queued.items():
+            self.deployment.wake(channel, destinations)
+        self.watch.routed(routings)
+
+    # -- operations the admin API and signals call ----------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the channel files; deploy what is new or changed, undeploy what is gone."""
+        assert self.deployment is not None
+        cfg = self.config
+        catalog = load_catalog(cfg.channels_dir, listeners={
+            f"tcp:{cfg.mllp.port}": "the engine's MLLP listener",
+            f"tcp:{cfg.admin.port}": "the admin API"})
+        for issue in catalog.issues:
+            log.error("channel file problem: {issue}", issue=str(issue))
+        changes = await self.deployment.apply(catalog)
+        if any(changes.values()):
+            log.info("channels: {changes}", changes=changes)
+        return {"changes": changes, "issues": [str(i) for i in catalog.issues]}
+
+    async def reprocess(self, message_ids: Sequence[int], actor: str) -> int:
+        """Re-queue ERROR messages; those that never reached a queue are routed again."""
+        assert self.writer is not None and self.store is not None
+        assert self.router is not None and self.deployment is not None
+        store = self.store
+        reroute = await self.writer.call(store.reprocess, list(message_ids), actor)
+        for mid in reroute:
+            rows = await self._read(store.list_messages, message_id=mid, limit=1)
+            raw = await self._read(store.content, mid, ContentKind.RAW)
+            if rows:
+                self.router.route(mid, rows[0]["channel"], raw or b"")
+        self.deployment.wake_all()
+        return len(message_ids)
+
+    # -- stopping -------------------------------------------------------------------------
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        if self.admin_port is not None:
+            await self.admin_port.stopListening()
         if self.port is not None:
             await self.port.stopListening()
-            log.info("stopped accepting connections")
+        if self.deployment is not None:
+            await self.deployment.stop_sources()
+        log.info("stopped accepting messages")
         if self.writer is not None:
             await self.writer.drain()
         if self.router is not None:
             await self.router.drain()
+        if self.deployment is not None:
+            await self.deployment.stop()
         if self.writer is not None:
             await self.writer.stop()
+        self._readers.stop()
         log.info("store closed; stopped cleanly")

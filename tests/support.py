@@ -91,6 +91,8 @@ class EngineProcess:
     proc: subprocess.Popen[bytes]
     log: Path
     config: Path | None = None
+    admin_port: int = 0
+    channels: Path | None = None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the engine and wait for it to exit; returns the exit code."""
@@ -100,31 +102,44 @@ class EngineProcess:
 
     def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another `interlink` command against this engine's store."""
-        env = engine_env(self.data_dir, self.port, self.config)
+        env = engine_env(self.data_dir, self.port, self.config, self.admin_port, self.channels)
         return subprocess.run([*INTERLINK, *args], env=env,
                               cwd=REPO, capture_output=True, text=True, timeout=60)
 
 
-def engine_env(data_dir: Path, port: int, config: Path | None = None) -> dict[str, str]:
-    """Environment that points an engine (or a CLI command) at a test's own data."""
+def engine_env(data_dir: Path, port: int, config: Path | None = None, admin_port: int = 0,
+               channels: Path | None = None) -> dict[str, str]:
+    """Environment that points an engine (or a CLI command) at a test's own data.
+
+    Unless a test names a channels directory, the engine gets an empty one of its own, so
+    the example channels in conf/channels never bind ports under a test.
+    """
     env = dict(os.environ)
+    if channels is None:
+        channels = data_dir / "no-channels"
+        channels.mkdir(parents=True, exist_ok=True)
     env.update(INTERLINK_DATA_DIR=str(data_dir), INTERLINK_MLLP_PORT=str(port),
-               INTERLINK_ADMIN_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+               INTERLINK_ADMIN_PORT=str(admin_port or free_port()),
+               INTERLINK_CHANNELS_DIR=str(channels.resolve()), PYTHONUNBUFFERED="1")
     if config is not None:
         env["INTERLINK_CONFIG"] = str(config)
     return env
 
 
-def start_engine(data_dir: Path, port: int | None = None,
-                 config: Path | None = None) -> EngineProcess:
+def start_engine(data_dir: Path, port: int | None = None, config: Path | None = None,
+                 channels: Path | None = None, admin_port: int | None = None,
+                 extra_env: dict[str, str] | None = None) -> EngineProcess:
     """Start `interlink run` (shipped config unless given) and wait until it listens."""
     port = port or free_port()
+    admin_port = admin_port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / f"engine-{port}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([*INTERLINK, "run"], env=engine_env(data_dir, port, config),
+        env = engine_env(data_dir, port, config, admin_port, channels)
+        env.update(extra_env or {})
+        proc = subprocess.Popen([*INTERLINK, "run"], env=env,
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    engine = EngineProcess(data_dir, port, proc, log, config)
+    engine = EngineProcess(data_dir, port, proc, log, config, admin_port, channels)
     try:
         wait_for_port(port, proc)
     except Exception:

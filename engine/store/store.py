@@ -519,6 +519,7 @@ class Store:
         channel: str | None = None,
         status: str | None = None,
         control_id: str | None = None,
+        message_id: int | None = None,
         since_us: int | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
@@ -530,6 +531,8 @@ class Store:
             query = query.where(messages.c.status == status.upper())
         if control_id:
             query = query.where(messages.c.control_id == control_id)
+        if message_id is not None:
+            query = query.where(messages.c.id == message_id)
         if since_us is not None:
             query = query.where(messages.c.received_at >= since_us)
         if limit:
