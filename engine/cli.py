@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from engine.commands import check, messages, run, schema, send, test
+from engine.commands import channels, check, messages, run, schema, send, test
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interlink", description="Interlink HL7 v2 / IHE integration engine")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, check, test, schema, send, messages):
+    for module in (run, check, test, schema, send, messages, channels):
         module.register(sub)
     return parser
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.commands.common import add_config_option, load_or_exit
+from engine.commands.control import call, report
 
 COLUMNS = ("id", "channel", "received_at", "control_id", "message_type", "status",
            "duplicate", "peer")
@@ -32,6 +33,11 @@ def register(sub: Any) -> None:
     lst.add_argument("--limit", type=int, default=None)
     lst.add_argument("--format", choices=["table", "jsonl"], default="table")
     lst.set_defaults(handler=handle_list)
+    again = actions.add_parser(
+        "reprocess", help="re-queue ERROR messages in a running engine (by message id)")
+    add_config_option(again)
+    again.add_argument("ids", nargs="+", type=int, metavar="ID")
+    again.set_defaults(handler=handle_reprocess)
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -94,3 +100,8 @@ def handle_list(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in COLUMNS))
     return 0
+
+
+def handle_reprocess(args: argparse.Namespace) -> int:
+    """Ask the running engine to re-queue the given messages."""
+    return report(*call(load_or_exit(args), "POST", "messages/reprocess", {"ids": args.ids}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -60,6 +61,14 @@ def handle(args: argparse.Namespace) -> int:
     # 5 ms switch interval each reacquisition can wait a whole interval behind the reactor.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     reactor.suggestThreadPoolSize(4)
+    def reload_channels(*_: Any) -> None:
+        if service.running and service.deployment is not None:
+            defer.ensureDeferred(service.reload()).addErrback(
+                lambda f: print(f"interlink: reload failed: {f.type.__name__}",
+                                file=sys.stderr))
+
+    # SIGHUP re-reads changed channel files, as operators expect of a daemon.
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload_channels))
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()

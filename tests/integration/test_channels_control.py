@@ -1,0 +1,146 @@
+"""Channels change in a running engine: list, pause, resume, reload on SIGHUP, undeploy."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support import CORPUS, free_port, msa, send_and_receive, start_engine
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = (CORPUS / "general" / "ipf-oru-r01-v25-glucose-lab.hl7").read_bytes()
+
+
+def channel_file(directory: Path, port: int, out: Path, extra: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "lab.yaml"
+    path.write_text(f"""\
+name: lab
+source: {{type: mllp, port: {port}}}
+filter: MSH-9.1 == ORU
+destinations:
+  - name: archive
+    to: {{type: file, directory: {out}, filename: "{{message_id}}.hl7"}}
+{extra}""")
+    return path
+
+
+def eventually(check: Callable[[], object], timeout: float = 60.0) -> object:
+    """Poll until `check` returns something truthy (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def with_control_id(control_id: str) -> bytes:
+    """The sample with its own MSH-10, so it is not taken for a duplicate."""
+    first, rest = SAMPLE.split(b"\r", 1)
+    fields = first.split(b"|")
+    fields[9] = control_id.encode()
+    return b"|".join(fields) + b"\r" + rest
+
+
+def send(port: int, payload: bytes = SAMPLE) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        return send_and_receive(sock, payload)
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_channels_are_managed_without_a_restart(tmp_path: Path) -> None:
+    """Pause closes the source, resume reopens it, SIGHUP deploys a changed file."""
+    source_port = free_port()
+    out, archive2 = tmp_path / "out", tmp_path / "out2"
+    out.mkdir()
+    archive2.mkdir()
+    channels = tmp_path / "channels"
+    path = channel_file(channels, source_port, out)
+    engine = start_engine(tmp_path / "data", channels=channels)
+    try:
+        eventually(lambda: not refused(source_port))
+        assert msa(send(source_port))[1] in (b"AA", b"CA")
+        eventually(lambda: list(out.iterdir()))
+
+        listing = engine.run_cli("channels", "list", "--json")
+        assert listing.returncode == 0, listing.stderr
+        (lab,) = json.loads(listing.stdout)["channels"]
+        assert lab["name"] == "lab" and lab["state"] == "deployed"
+        assert [d["name"] for d in lab["destinations"]] == ["archive"]
+
+        assert engine.run_cli("channels", "pause", "lab").returncode == 0
+        assert refused(source_port)
+        assert engine.run_cli("channels", "resume", "lab").returncode == 0
+        eventually(lambda: not refused(source_port))
+
+        channel_file(channels, source_port, out, extra=f"""\
+  - name: second
+    to: {{type: file, directory: {archive2}, filename: "{{message_id}}.hl7"}}
+""")
+        engine.proc.send_signal(signal.SIGHUP)
+
+        def redeployed() -> bool:
+            answer = json.loads(engine.run_cli("channels", "list", "--json").stdout)
+            return [d["name"] for d in answer["channels"][0]["destinations"]] == [
+                "archive", "second"]
+
+        eventually(redeployed)
+        eventually(lambda: not refused(source_port))
+        assert msa(send(source_port, with_control_id("SECOND-1")))[1] in (b"AA", b"CA")
+        eventually(lambda: list(archive2.iterdir()))
+
+        assert engine.run_cli("channels", "undeploy", "lab").returncode == 0
+        assert refused(source_port)
+        assert json.loads(engine.run_cli("channels", "list", "--json").stdout)[
+            "channels"] == []
+        missing = engine.run_cli("channels", "pause", "lab")
+        assert missing.returncode == 1 and "not deployed" in missing.stdout
+        assert engine.run_cli("channels", "deploy", "lab").returncode == 0
+        eventually(lambda: not refused(source_port))
+    finally:
+        assert engine.stop() == 0
+    assert path.exists()
+
+
+def test_reprocess_requeues_a_dead_lettered_message(tmp_path: Path) -> None:
+    """A delivery that failed for good is ERROR; reprocess delivers it once fixed."""
+    source_port = free_port()
+    out = tmp_path / "not-yet"
+    channels = tmp_path / "channels"
+    channel_file(channels, source_port, out, extra="""\
+    retry: {initial_seconds: 0.1, max_seconds: 0.1, jitter: 0, max_attempts: 2}
+    on_exhausted: skip
+""")
+    engine = start_engine(tmp_path / "data", channels=channels)
+    try:
+        eventually(lambda: not refused(source_port))
+        assert msa(send(source_port))[1] in (b"AA", b"CA")
+
+        def status() -> str:
+            rows = engine.run_cli("messages", "list", "--format", "jsonl").stdout
+            return json.loads(rows.splitlines()[0])["status"]
+
+        eventually(lambda: status() == "ERROR")
+        out.mkdir()
+        again = engine.run_cli("messages", "reprocess", "1")
+        assert again.returncode == 0, again.stdout + again.stderr
+        eventually(lambda: status() == "SENT")
+        assert len(list(out.iterdir())) == 1
+    finally:
+        assert engine.stop() == 0
