@@ -90,6 +90,7 @@ def test_check_valid_engine_and_channels(tmp_path: Path) -> None:
     setup(tmp_path, inbound=VITALS, adt=VITALS.replace("name: inbound", "name: adt")
           .replace("filter: MSH-9.1 == ORU", "filter: MSH-9.1 == ADT\nsource: "
                    "{type: file, directory: inbox}"))
+    (tmp_path / "archive").mkdir()
     result = interlink("check", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -115,6 +116,7 @@ def test_check_reports_every_error_located_and_exits_1(tmp_path: Path) -> None:
 def test_check_single_channel_file_argument(tmp_path: Path) -> None:
     """`check PATH` checks that file (plus the engine file) and nothing else."""
     setup(tmp_path, inbound=VITALS, broken="name: [\n")
+    (tmp_path / "archive").mkdir()
     result = interlink("check", "conf/channels/inbound.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     assert result.stdout.splitlines()[-1] == "1 channel OK"
@@ -136,6 +138,7 @@ def test_check_missing_secret_is_an_error_and_literal_one_a_warning(tmp_path: Pa
             "        Authorization: Bearer ${env:FHIR_TOKEN}\n"
             "        X-Api-Key: k-literal-98765\n")
     setup(tmp_path, inbound=VITALS, fhir=fhir)
+    (tmp_path / "archive").mkdir()
     result = interlink("check", cwd=tmp_path)
     assert result.returncode == 1
     assert ("conf/channels/fhir.yaml:9:24: destinations[0].to.headers.Authorization: "
@@ -153,6 +156,7 @@ def test_check_hides_the_store_password(tmp_path: Path) -> None:
     """The store URL is printed with its password masked, and the literal is warned about."""
     engine = ENGINE + "store: {url: 'postgresql+psycopg://interlink:pw-4242@db/interlink'}\n"
     setup(tmp_path, engine, inbound=VITALS)
+    (tmp_path / "archive").mkdir()
     result = interlink("check", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     assert "store postgresql+psycopg://interlink:***@db/interlink" in result.stdout
@@ -173,7 +177,18 @@ def test_check_shipped_configuration() -> None:
     """The repository's own conf/ passes."""
     result = interlink("check", cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.fullmatch(r"\d+ channels? OK", result.stdout.splitlines()[-1])
+    assert re.fullmatch(r"\d+ channels? OK(, \d+ warnings?)?", result.stdout.splitlines()[-1])
+
+
+def test_check_warns_about_a_missing_file_destination_directory(tmp_path: Path) -> None:
+    """A file destination whose directory is absent would only retry: a located warning."""
+    setup(tmp_path, inbound=VITALS)
+    result = interlink("check", cwd=tmp_path)
+    assert result.returncode == 0
+    assert re.search(r"^warning: conf/channels/inbound\.yaml:17:\d+: "
+                     r"destinations\[1\]\.to\.directory: archive does not exist", result.stdout,
+                     re.M), result.stdout
+    assert result.stdout.splitlines()[-1] == "1 channel OK, 1 warning"
 
 
 # -- schema ------------------------------------------------------------------------------
