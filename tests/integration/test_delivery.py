@@ -1,0 +1,456 @@
+"""Delivery to an EHR over MLLP, end to end: real engine processes, real peers, real SQLite.
+
+Each test writes its channel files, starts `interlink run`, sends over loopback sockets and
+watches what reaches the peer standing in for the EHR: `../shared/tools/mllp_sink.py` (an
+independent implementation that ACKs everything and appends what it got to a file) or a
+small socket peer written here that answers AE or AR, never answers, closes mid-ACK or
+ACKs late. Outcomes are read from the peer, the admin API, `interlink messages list` and
+the store opened read-only. Nothing waits a fixed time: every wait polls for a state with
+a generous deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.store.store import Store, open_store, sqlite_url
+from tests.support import (
+    EB,
+    REPO,
+    SB,
+    EngineProcess,
+    free_port,
+    msa,
+    send_and_receive,
+    start_engine,
+    wait_for_port,
+)
+
+pytestmark = pytest.mark.integration
+
+TOOLS = REPO.parent / "shared" / "tools"
+DEADLINE = 60.0
+
+# -- messages --------------------------------------------------------------------------------
+
+
+def oru(control_id: str, patient: str) -> bytes:
+    """A small PCD-01-shaped ORU^R01 in original mode (the sender expects AA/AE/AR)."""
+    return (
+        "MSH|^~\\&|MONITOR|WARD3|||20261125083000||ORU^R01^ORU_R01|"
+        f"{control_id}|P|2.6\r"
+        f"PID|||{patient}^^^GH^MR||TEST^PATIENT\r"
+        f"OBR|1|{control_id}|{control_id}|182777000^monitoring of patient^SCT\r"
+        "OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.2.1.1|97|262688^MDC_DIM_PERCENT^MDC"
+        "|||||R\r"
+    ).encode()
+
+
+def msh(payload: bytes, n: int) -> str:
+    """MSH-n read naively (the test's own oracle, not the engine's parser)."""
+    fields = re.split(rb"\r\n|\r|\n", payload, maxsplit=1)[0].split(b"|")
+    return fields[n - 1].decode() if len(fields) >= n else ""
+
+
+def patient_of(payload: bytes) -> str:
+    for line in re.split(rb"\r\n|\r|\n", payload):
+        if line.startswith(b"PID|"):
+            return line.split(b"|")[3].split(b"^")[0].decode()
+    return ""
+
+
+def ack(payload: bytes, code: str) -> bytes:
+    """The EHR's answer to one message: MSA-1 `code`, MSA-2 its MSH-10."""
+    cid = msh(payload, 10)
+    err = "\rERR|||207^Application internal error^HL70357|E" if code != "AA" else ""
+    return (f"MSH|^~\\&|EHR|HOSP|MONITOR|WARD3|20261125083001||ACK^R01^ACK|A-{cid}|P|2.6\r"
+            f"MSA|{code}|{cid}{err}\r").encode()
+
+
+# -- the engine's configuration ----------------------------------------------------------------
+
+
+def write_channel(directory: Path, name: str, source_port: int, dest_port: int, *,
+                  to: dict[str, Any] | None = None, destination: dict[str, Any] | None = None,
+                  **channel: Any) -> Path:
+    """One channel file (JSON, which is YAML) with one MLLP source and one MLLP destination."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = {"type": "mllp", "host": "127.0.0.1", "port": dest_port,
+              "ack_timeout_seconds": 5, "connect_timeout_seconds": 1,
+              "reconnect_max_seconds": 1, **(to or {})}
+    dest = {"name": "ehr", "to": target,
+            "retry": {"initial_seconds": 0.2, "max_seconds": 1, "jitter": 0,
+                      "max_attempts": None},
+            **(destination or {})}
+    config = {"name": name, "source": {"type": "mllp", "port": source_port},
+              "filter": "MSH-9.1 == ORU",
+              "transformer": [{"set": "MSH-5", "value": "EHR"}],
+              "destinations": [dest], **channel}
+    path = directory / f"{name}.yaml"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def start_with_channels(data_dir: Path, channels: Path, source_ports: list[int],
+                        extra_env: dict[str, str] | None = None) -> EngineProcess:
+    """`interlink run` with a channels directory; returns once every source listens."""
+    engine = start_engine(data_dir, channels=channels, extra_env=extra_env)
+    try:
+        for port in source_ports:
+            wait_for_port(port, engine.proc)
+    except Exception:
+        engine.stop(signal.SIGKILL)
+        raise RuntimeError(engine.log.read_text()) from None
+    return engine
+
+
+@contextmanager
+def running(engine: EngineProcess) -> Iterator[EngineProcess]:
+    """Stop the engine at the end; a clean stop is part of what the test checks."""
+    try:
+        yield engine
+    except BaseException:
+        engine.stop(signal.SIGKILL)
+        print(engine.log.read_text()[-20000:])
+        raise
+    code = engine.stop()
+    assert code == 0, engine.log.read_text()[-20000:]
+
+
+# -- talking to the engine -------------------------------------------------------------------
+
+
+def send_all(port: int, conversations: list[list[bytes]]) -> dict[str, str]:
+    """Each list on its own connection, one message at a time; MSH-10 → MSA-1."""
+
+    def converse(messages: list[bytes]) -> list[tuple[str, str]]:
+        answers = []
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            for payload in messages:
+                answer = send_and_receive(sock, payload, timeout=DEADLINE)
+                fields = msa(answer)
+                assert fields and fields[2].decode() == msh(payload, 10), answer
+                answers.append((msh(payload, 10), fields[1].decode()))
+        return answers
+
+    with ThreadPoolExecutor(max_workers=max(1, len(conversations))) as pool:
+        results = list(pool.map(converse, conversations))
+    return {cid: code for answers in results for cid, code in answers}
+
+
+def admin(engine: EngineProcess, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{engine.admin_port}/api/v1/{path}",
+                                     data=data, method=method)
+    with urllib.request.urlopen(request, timeout=DEADLINE) as response:
+        return json.loads(response.read())
+
+
+def destination_counters(engine: EngineProcess, channel: str, name: str = "ehr"
+                         ) -> dict[str, Any]:
+    for ch in admin(engine, "GET", "channels")["channels"]:
+        if ch["name"] == channel:
+            for dest in ch["destinations"]:
+                if dest["name"] == name:
+                    return dest
+    raise AssertionError(f"{channel}/{name} not in the admin API's channel list")
+
+
+def listed(engine: EngineProcess, *args: str) -> list[dict[str, Any]]:
+    result = engine.run_cli("messages", "list", "--format", "jsonl", *args)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
+    """Poll until `predicate()` is truthy; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def store_of(engine: EngineProcess, url: str | None = None) -> Iterator[Store]:
+    """The engine's store, opened from the test to read it."""
+    store = open_store(url or sqlite_url(engine.data_dir))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def statuses(store: Store, channel: str) -> dict[str, str]:
+    """MSH-10 → message status for one channel."""
+    return {m["control_id"]: m["status"] for m in store.list_messages(channel=channel)}
+
+
+def all_in(store: Store, channel: str, status: str, count: int) -> bool:
+    found = statuses(store, channel)
+    return len(found) == count and set(found.values()) == {status}
+
+
+def deliveries_by_control_id(store: Store, control_id: str) -> list[dict[str, Any]]:
+    rows = store.list_messages(control_id=control_id)
+    assert len(rows) == 1, rows
+    return store.deliveries_of(rows[0]["id"])
+
+
+# -- peers standing in for the EHR ---------------------------------------------------------
+
+
+def frames_in(data: bytes) -> list[bytes]:
+    """The payloads of a byte stream of MLLP frames (complete frames only)."""
+    out = []
+    for chunk in data.split(EB + b"\r")[:-1]:
+        start = chunk.find(SB)
+        if start >= 0:
+            out.append(chunk[start + 1:])
+    return out
+
+
+@dataclass
+class Sink:
+    """`mllp_sink.py --store FILE`: ACKs everything and appends each message to the file."""
+
+    port: int
+    store: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Sink:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(TOOLS / "mllp_sink.py"), "--port", str(self.port),
+             "--store", str(self.store), "--max-seconds", "600"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    def received(self) -> list[bytes]:
+        return frames_in(self.store.read_bytes()) if self.store.exists() else []
+
+    def control_ids(self) -> list[str]:
+        return [msh(p, 10) for p in self.received()]
+
+
+@contextmanager
+def sink_on(port: int, store: Path) -> Iterator[Sink]:
+    sink = Sink(port, store).start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+Answer = Callable[[bytes, int], "str | None"]
+"""What a Peer does with the n-th arrival (1-based) of a message: an MSA-1 code to answer,
+None to stay silent, or "close-mid-ack" to write half an ACK and close."""
+
+
+@dataclass
+class Peer:
+    """A plain-socket EHR for the cases mllp_sink.py cannot play: it records every frame
+    (in arrival order) and answers as `answer` says, after `delay` seconds or once `gate`
+    is set."""
+
+    answer: Answer
+    port: int = field(default_factory=free_port)
+    delay: float = 0.0
+    gate: threading.Event | None = None
+    received: list[bytes] = field(default_factory=list)
+    answered_at: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sockets: list[socket.socket] = field(default_factory=list)
+
+    def start(self) -> Peer:
+        listener = socket.create_server(("127.0.0.1", self.port))
+        listener.settimeout(0.2)
+        self._sockets.append(listener)
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.gate is not None:
+            self.gate.set()
+        for sock in self._sockets:
+            with closing(sock):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def control_ids(self) -> list[str]:
+        with self._lock:
+            return [msh(p, 10) for p in self.received]
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._sockets.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with closing(conn):
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while EB + b"\r" in buf:
+                    end = buf.index(EB + b"\r")
+                    payload = buf[buf.find(SB) + 1:end]
+                    buf = buf[end + 2:]
+                    with self._lock:
+                        self.received.append(payload)
+                        cid = msh(payload, 10)
+                        nth = sum(1 for p in self.received if msh(p, 10) == cid)
+                    code = self.answer(payload, nth)
+                    if self.gate is not None:
+                        self.gate.wait(DEADLINE)
+                    if self.delay:
+                        time.sleep(self.delay)
+                    if code is None:
+                        continue
+                    try:
+                        if code == "close-mid-ack":
+                            conn.sendall(SB + ack(payload, "AA")[:20])
+                            conn.shutdown(socket.SHUT_RDWR)
+                            return
+                        conn.sendall(SB + ack(payload, code) + EB + b"\r")
+                        self.answered_at[cid] = time.monotonic()
+                    except OSError:
+                        return
+
+
+@contextmanager
+def peer(answer: Answer, **kwargs: Any) -> Iterator[Peer]:
+    p = Peer(answer, **kwargs).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def always(code: str | None) -> Answer:
+    return lambda payload, nth: code
+
+
+def in_order(received: list[str], expected: list[str]) -> None:
+    """`received` is `expected` exactly: same messages, same order, none twice."""
+    assert len(received) == len(set(received)), "a message reached the EHR twice"
+    missing = set(expected) - set(received)
+    assert not missing, f"{len(missing)} messages never reached the EHR: {sorted(missing)[:5]}"
+    assert received == expected
+
+
+# -- 1. an EHR that is down ------------------------------------------------------------------
+
+
+def test_ehr_down_queues_then_delivers_every_lane_in_order(tmp_path: Path) -> None:
+    """200 messages for 8 patients from 4 connections while the EHR is down: they wait
+    QUEUED (visible in the admin API and `messages list`); once the EHR listens each one
+    arrives exactly once, every patient's messages in the order they were sent."""
+    source, ehr = free_port(), free_port()
+    channels = tmp_path / "channels"
+    write_channel(channels, "pumps", source, ehr, destination={"lanes": "PID-3.1"})
+    patients = [f"MRN-{i:03d}" for i in range(8)]
+    # A patient's messages all go over one connection, each after the previous one's ACK:
+    # the order of each lane is known here without asking the engine.
+    sent = {p: [f"{p}-{n:03d}" for n in range(25)] for p in patients}
+    conversations: list[list[bytes]] = [[] for _ in range(4)]
+    for n in range(25):
+        for i, p in enumerate(patients):
+            conversations[i % 4].append(oru(sent[p][n], p))
+
+    engine = start_with_channels(tmp_path / "data", channels, [source])
+    with running(engine), store_of(engine) as store:
+        answers = send_all(source, conversations)
+        assert set(answers.values()) == {"AA"} and len(answers) == 200
+
+        wait_until(lambda: destination_counters(engine, "pumps")["queued"] == 200,
+                   "the admin API shows the 200 messages queued")
+        queued = listed(engine, "--status", "QUEUED", "--channel", "pumps")
+        assert len(queued) == 200
+        head = wait_until(lambda: [r for r in deliveries_by_control_id(store, sent["MRN-003"][0])
+                                   if r["attempts"] >= 1],
+                          "a lane's head is tried while the EHR is down")[0]
+        assert head["status"] == "QUEUED" and "not connected" in head["last_error"], head
+
+        with sink_on(ehr, tmp_path / "ehr.hl7") as sink:
+            wait_until(lambda: all_in(store, "pumps", "SENT", 200), "all 200 end SENT")
+            received = sink.control_ids()
+            payloads = sink.received()
+        assert destination_counters(engine, "pumps")["queued"] == 0
+        assert listed(engine, "--status", "QUEUED") == []
+
+    assert len(received) == len(set(received)) == 200
+    for p in patients:
+        in_order([cid for cid in received if cid.startswith(p)], sent[p])
+    for payload in payloads:
+        assert msh(payload, 5) == "EHR", "the channel's transformer ran"
+        assert patient_of(payload) in patients
+
+
+def test_ehr_down_queues_then_delivers_in_arrival_order_without_lanes(tmp_path: Path
+                                                                      ) -> None:
+    """Without lanes one queue keeps the order of arrival across all connections: the EHR
+    gets every message once, in the order the store accepted them."""
+    source, ehr = free_port(), free_port()
+    channels = tmp_path / "channels"
+    write_channel(channels, "vitals", source, ehr)
+    conversations = [[oru(f"C{c}-{n:03d}", f"MRN-{n % 5}") for n in range(40)]
+                     for c in range(3)]
+
+    engine = start_with_channels(tmp_path / "data", channels, [source])
+    with running(engine), store_of(engine) as store:
+        answers = send_all(source, conversations)
+        assert set(answers.values()) == {"AA"} and len(answers) == 120
+        wait_until(lambda: destination_counters(engine, "vitals")["queued"] == 120,
+                   "the admin API shows the 120 messages queued")
+        assert len(listed(engine, "--status", "QUEUED")) == 120
+        accepted = [m["control_id"] for m in store.list_messages(channel="vitals")]
+
+        with sink_on(ehr, tmp_path / "ehr.hl7") as sink:
+            wait_until(lambda: all_in(store, "vitals", "SENT", 120), "all 120 end SENT")
+            received = sink.control_ids()
+
+    in_order(received, accepted)
+    for c in range(3):  # and each connection's own order, known without the store
+        in_order([cid for cid in received if cid.startswith(f"C{c}-")],
+                 [f"C{c}-{n:03d}" for n in range(40)])
