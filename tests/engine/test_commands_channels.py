@@ -287,3 +287,57 @@ def test_test_runs_the_shipped_channels() -> None:
     result = interlink("test", "-q", "conf/channels", cwd=REPO)
     assert result.returncode == 0, result.stdout
     assert re.fullmatch(r"[1-9]\d* passed, 0 failed", result.stdout.splitlines()[-1])
+
+
+CENSUS = r"""
+name: census
+destinations:
+  - name: census
+    to: {type: file, directory: out}
+    output: json
+    transformer: [{keep_segments: [PID]}]
+  - name: icu
+    filter: PV1-3.1 == ICU
+    to: {type: file, directory: out}
+tests:
+  - name: census document
+    message: |
+      MSH|^~\&|PAS|GH|||20261125||ADT^A01|P1|P|2.5
+      PID|1||M1
+    destinations:
+      census:
+        output: |
+          {"segments": [
+             {"name": "MSH",
+              "fields": [[["|"]], [["^~\\&"]], [["PAS"]], [["GH"]], [], [],
+                         [["20261125"]], [], [["ADT", "A01"]], [["P1"]], [["P"]], [["2.5"]]]},
+             {"fields": [[["1"]], [], [["M1"]]], "name": "PID"}],
+           "format": "hl7v2+json/1", "delimiters": "|^~\\&",
+           "header": {"message_type": "ADT", "trigger_event": "A01",
+                      "message_structure": "", "control_id": "P1", "version": "2.5",
+                      "timestamp": "20261125", "processing_id": "P",
+                      "sending_application": "PAS", "sending_facility": "GH",
+                      "receiving_application": "", "receiving_facility": "",
+                      "character_set": ""}}
+  - name: wrong expectations
+    message: |
+      MSH|^~\&|PAS|GH|||20261125||ADT^A01|P2|P|2.5
+      PID|1||M2
+      PV1|1|I|WARD
+    destinations:
+      census: {fields: {PID-3: M2}}
+      icu: {expect: delivered}
+"""
+
+
+def test_test_json_output_compared_as_data(tmp_path: Path) -> None:
+    """JSON output matches whatever its layout; `fields` on JSON says to use contains/output."""
+    setup(tmp_path, census=CENSUS)
+    result = interlink("test", "conf/channels/census.yaml", cwd=tmp_path)
+    out = result.stdout
+    assert "ok conf/channels/census.yaml::census document" in out, out
+    assert ("destination census: fields are read from HL7 output, but this destination "
+            "writes json; use contains or output") in out
+    assert ("destination icu: expected delivered, got nothing "
+            "(destination filter did not match)") in out
+    assert result.returncode == 1
