@@ -8,6 +8,8 @@ thread pool on the reactor.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -355,10 +357,11 @@ class SchedulerTests(TestCase):
     @defer.inlineCallbacks
     def test_started_service_polls_and_stops_cleanly(self) -> Any:
         """Starting polls at once; stopping waits for the file in hand to be filed."""
-        tmp_path = Path(self.mktemp()).resolve()
+        tmp_path = Path(tempfile.mkdtemp(prefix="interlink-file-source-"))
+        self.addCleanup(shutil.rmtree, tmp_path, True)
         config = FileSourceConfig(type="file", directory=tmp_path, min_age_seconds=0,
                                   poll_seconds=60)
-        tmp_path.mkdir(parents=True)
+        tmp_path.mkdir(parents=True, exist_ok=True)
         (tmp_path / "a.hl7").write_bytes(ADT)
         commits = Commits()
         mllp = MLLPSource("files", commits, clock=reactor, control_ids=ControlIdSource(NOW))

@@ -6,6 +6,8 @@ Clients are treq (plain and TLS) and, where the test needs to misbehave on the w
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +304,8 @@ class HTTPSourceTests(TestCase):
     @defer.inlineCallbacks
     def test_tls_listener(self) -> Any:
         """With tls set the source speaks HTTPS; a client trusting the CA gets its ACK."""
-        directory = Path(self.mktemp())
+        directory = Path(tempfile.mkdtemp(prefix="interlink-http-source-"))
+        self.addCleanup(shutil.rmtree, directory, True)
         ca = certs.make_ca(directory, "http-test-ca")
         server = certs.issue(directory, ca, "http-server", server=True)
         yield self.serve(tls=HTTPTLSConfig(certificate=server.certificate,
