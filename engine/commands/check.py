@@ -32,11 +32,8 @@ def register(sub: Any) -> None:
 
 
 def channels_dir(config: EngineConfig | None, engine_file: Path) -> Path:
-    """The engine's channel directory: its `channels_dir`, else `channels` beside the file."""
-    configured = getattr(config, "channels_dir", None)
-    if configured is not None:
-        return Path(configured)
-    return engine_file.parent / "channels"
+    """The engine's channel directory; `channels` beside an engine file that did not load."""
+    return config.channels_dir if config is not None else engine_file.parent / "channels"
 
 
 def safe_store_url(url: str) -> str:

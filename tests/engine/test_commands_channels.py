@@ -173,6 +173,16 @@ def test_check_warns_when_the_listener_channel_has_no_file(tmp_path: Path) -> No
                      r"defines 'inbound'", result.stdout, re.M), result.stdout
 
 
+def test_check_reads_the_engine_channels_dir(tmp_path: Path) -> None:
+    """`channels_dir` (relative to the engine file) is where check looks by default."""
+    setup(tmp_path, ENGINE + "channels_dir: ../flows\n")
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "inbound.yaml").write_text(VITALS, encoding="utf-8")
+    (tmp_path / "archive").mkdir()
+    result = interlink("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[-1] == "1 channel OK"
+
 def test_check_shipped_configuration() -> None:
     """The repository's own conf/ passes."""
     result = interlink("check", cwd=REPO)
