@@ -23,7 +23,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,11 +300,8 @@ class Peer:
         if self.gate is not None:
             self.gate.set()
         for sock in self._sockets:
-            with closing(sock):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            with closing(sock), suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def control_ids(self) -> list[str]:
         with self._lock:
@@ -454,3 +451,268 @@ def test_ehr_down_queues_then_delivers_in_arrival_order_without_lanes(tmp_path: 
     for c in range(3):  # and each connection's own order, known without the store
         in_order([cid for cid in received if cid.startswith(f"C{c}-")],
                  [f"C{c}-{n:03d}" for n in range(40)])
+
+
+# -- 2. an EHR that answers badly ------------------------------------------------------------
+
+
+@dataclass
+class Ehrs:
+    """One engine with a channel per kind of EHR behaviour, each with its own peer."""
+
+    engine: EngineProcess
+    store: Store
+    sources: dict[str, int]
+    peers: dict[str, Peer]
+
+
+BEHAVIOURS: dict[str, tuple[Answer, dict[str, Any], dict[str, Any]]] = {
+    # channel: (how the peer answers, `to:` settings, destination settings)
+    "ae-retry": (always("AE"), {"on_ae": "retry"},
+                 {"retry": {"initial_seconds": 0.1, "max_seconds": 0.2, "jitter": 0,
+                            "max_attempts": 3}}),
+    "ae-fail": (always("AE"), {"on_ae": "fail"}, {}),
+    "ar": (always("AR"), {"on_ae": "retry", "on_ar": "fail"}, {}),
+    # Reconnecting after a dropped connection takes 1-2 s (backoff with jitter): a
+    # longer connect timeout lets every attempt reach the peer.
+    "silent": (always(None), {"ack_timeout_seconds": 0.5, "connect_timeout_seconds": 5},
+               {"retry": {"initial_seconds": 0.1, "max_seconds": 0.2, "jitter": 0,
+                          "max_attempts": 3}}),
+    # Closes mid-ACK twice, then behaves.
+    "closes-mid-ack": (lambda payload, nth: "close-mid-ack" if msh(payload, 10) == "HALF-1"
+                       and nth <= 2 else "AA",
+                       {"connect_timeout_seconds": 5}, {}),
+}
+
+
+@pytest.fixture(scope="module")
+def ehrs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehrs]:
+    tmp = tmp_path_factory.mktemp("ehrs")
+    peers = {name: Peer(answer).start() for name, (answer, _, _) in BEHAVIOURS.items()}
+    sources = {name: free_port() for name in BEHAVIOURS}
+    for name, (_, to, destination) in BEHAVIOURS.items():
+        write_channel(tmp / "channels", name, sources[name], peers[name].port, to=to,
+                      destination=destination)
+    engine = start_with_channels(tmp / "data", tmp / "channels", list(sources.values()))
+    try:
+        with running(engine), store_of(engine) as store:
+            yield Ehrs(engine, store, sources, peers)
+    finally:
+        for p in peers.values():
+            p.stop()
+
+
+def delivered_once_and_settled(ehrs: Ehrs, channel: str, control_id: str, status: str
+                               ) -> dict[str, Any]:
+    """Send one message to a channel, wait for its delivery row to reach `status`."""
+    assert send_all(ehrs.sources[channel], [[oru(control_id, "MRN-1")]]) == {control_id: "AA"}
+
+    def settled() -> dict[str, Any] | None:
+        rows = deliveries_by_control_id(ehrs.store, control_id)
+        return rows[0] if rows and rows[0]["status"] == status else None
+
+    row = wait_until(settled, f"{channel}: {control_id} ends {status}")
+    assert [m["status"] for m in ehrs.store.list_messages(control_id=control_id)] == [status]
+    return row
+
+
+def test_ae_with_on_ae_retry_is_retried_then_dead_lettered(ehrs: Ehrs) -> None:
+    row = delivered_once_and_settled(ehrs, "ae-retry", "AE-RETRY-1", "ERROR")
+    assert row["attempts"] == 3 and row["last_error"] == "AE (ERR 207)", row
+    assert ehrs.peers["ae-retry"].control_ids() == ["AE-RETRY-1"] * 3
+    listed_errors = listed(ehrs.engine, "--status", "ERROR", "--channel", "ae-retry")
+    assert [m["control_id"] for m in listed_errors] == ["AE-RETRY-1"]
+    actions = [e["action"] for e in ehrs.store.audit_trail(row["message_id"])]
+    assert actions.count("delivery.queued") == 2 and actions[-2:] == [
+        "delivery.error", "message.status"], actions
+    assert destination_counters(ehrs.engine, "ae-retry")["dead_lettered"] == 1
+
+
+def test_ae_with_on_ae_fail_is_dead_lettered_at_once(ehrs: Ehrs) -> None:
+    row = delivered_once_and_settled(ehrs, "ae-fail", "AE-FAIL-1", "ERROR")
+    assert row["attempts"] == 1 and row["last_error"] == "AE (ERR 207)", row
+    assert ehrs.peers["ae-fail"].control_ids() == ["AE-FAIL-1"]
+
+
+def test_ar_is_dead_lettered_without_retry(ehrs: Ehrs) -> None:
+    row = delivered_once_and_settled(ehrs, "ar", "AR-1", "ERROR")
+    assert row["attempts"] == 1 and row["last_error"] == "AR (ERR 207)", row
+    assert ehrs.peers["ar"].control_ids() == ["AR-1"]
+
+
+def test_ehr_that_never_answers_times_out_retries_then_dead_letters(ehrs: Ehrs) -> None:
+    row = delivered_once_and_settled(ehrs, "silent", "SILENT-1", "ERROR")
+    assert row["attempts"] == 3 and row["last_error"] == "ACK timeout after 0.5s", row
+    assert ehrs.peers["silent"].control_ids() == ["SILENT-1"] * 3
+
+
+def test_ehr_that_closes_mid_ack_is_retried_until_it_behaves(ehrs: Ehrs) -> None:
+    row = delivered_once_and_settled(ehrs, "closes-mid-ack", "HALF-1", "SENT")
+    assert row["attempts"] == 3 and row["last_error"] is None, row
+    trail = [json.loads(e["detail"]) for e in ehrs.store.audit_trail(row["message_id"])
+             if e["action"] == "delivery.queued"]
+    assert [t["attempt"] for t in trail] == [1, 2]
+    assert all("connection closed before ACK" in t["detail"] for t in trail), trail
+    # Re-sends carry the same MSH-10 and the same bytes; the next message goes through once.
+    peer_ = ehrs.peers["closes-mid-ack"]
+    assert peer_.control_ids() == ["HALF-1"] * 3
+    assert len(set(peer_.received)) == 1
+    delivered_once_and_settled(ehrs, "closes-mid-ack", "HALF-2", "SENT")
+    assert peer_.control_ids() == ["HALF-1"] * 3 + ["HALF-2"]
+
+
+# -- hold and skip after retries are exhausted -----------------------------------------------
+
+
+def refuse_first(control_id: str) -> Answer:
+    """AR the first arrival of one message, AA everything else."""
+    return lambda payload, nth: "AR" if msh(payload, 10) == control_id and nth == 1 else "AA"
+
+
+def test_hold_stops_the_lane_until_reprocess_then_delivers_in_order(tmp_path: Path) -> None:
+    """The EHR refuses A-2 once: A-3 and A-4 wait behind it (lane held) while patient B's
+    messages go through; reprocessing A-2 through the admin API delivers A-2, A-3, A-4."""
+    source = free_port()
+    with peer(refuse_first("A-2")) as ehr:
+        write_channel(tmp_path / "channels", "held", source, ehr.port,
+                      destination={"lanes": "PID-3.1", "on_exhausted": "hold"})
+        engine = start_with_channels(tmp_path / "data", tmp_path / "channels", [source])
+        with running(engine), store_of(engine) as store:
+            lane_a = [f"A-{n}" for n in range(1, 5)]
+            send_all(source, [[oru(cid, "MRN-A") for cid in lane_a]])
+            wait_until(lambda: statuses(store, "held").get("A-2") == "ERROR", "A-2 ERROR")
+            send_all(source, [[oru(f"B-{n}", "MRN-B") for n in range(1, 4)]])
+            wait_until(lambda: [statuses(store, "held").get(f"B-{n}") for n in (1, 2, 3)]
+                       == ["SENT"] * 3, "patient B's messages are delivered")
+
+            state = statuses(store, "held")
+            assert [state[c] for c in lane_a] == ["SENT", "ERROR", "QUEUED", "QUEUED"]
+            assert [m["control_id"] for m in listed(engine, "--status", "QUEUED")] == [
+                "A-3", "A-4"]
+            assert destination_counters(engine, "held")["queued"] == 2
+            held = deliveries_by_control_id(store, "A-2")[0]
+            assert held["held"] == 1 and held["last_error"] == "AR (ERR 207)"
+            assert [c for c in ehr.control_ids() if c.startswith("A-")] == ["A-1", "A-2"]
+
+            a2 = store.list_messages(control_id="A-2")[0]["id"]
+            assert admin(engine, "POST", "messages/reprocess", {"ids": [a2]}) == {
+                "reprocess_requested": 1}
+            wait_until(lambda: all_in(store, "held", "SENT", 7), "everything ends SENT")
+            assert deliveries_by_control_id(store, "A-2")[0]["held"] == 0
+            actions = [e["action"] for e in store.audit_trail(a2)]
+            assert "message.reprocess" in actions
+
+    assert [c for c in ehr.control_ids() if c.startswith("A-")] == [
+        "A-1", "A-2", "A-2", "A-3", "A-4"]
+
+
+def test_skip_lets_later_messages_of_the_lane_through(tmp_path: Path) -> None:
+    source = free_port()
+    with peer(refuse_first("A-2")) as ehr:
+        write_channel(tmp_path / "channels", "skipping", source, ehr.port,
+                      destination={"lanes": "PID-3.1", "on_exhausted": "skip"})
+        engine = start_with_channels(tmp_path / "data", tmp_path / "channels", [source])
+        with running(engine), store_of(engine) as store:
+            lane_a = [f"A-{n}" for n in range(1, 5)]
+            send_all(source, [[oru(cid, "MRN-A") for cid in lane_a]])
+            wait_until(lambda: [statuses(store, "skipping").get(c) for c in lane_a]
+                       == ["SENT", "ERROR", "SENT", "SENT"], "A-2 ERROR, the others SENT")
+            assert deliveries_by_control_id(store, "A-2")[0]["held"] == 0
+    assert ehr.control_ids() == lane_a
+
+
+# -- 3. response: after_delivery -------------------------------------------------------------
+
+
+def test_after_delivery_acks_the_sender_only_after_the_ehr_acked(tmp_path: Path) -> None:
+    source = free_port()
+    gate = threading.Event()
+    with peer(always("AA"), gate=gate) as ehr:
+        write_channel(tmp_path / "channels", "confirmed", source, ehr.port,
+                      response={"mode": "after_delivery", "timeout_seconds": 30})
+        engine = start_with_channels(tmp_path / "data", tmp_path / "channels", [source])
+        with running(engine), socket.create_connection(("127.0.0.1", source)) as sock:
+            sock.sendall(SB + oru("CONF-1", "MRN-1") + EB + b"\r")
+            wait_until(lambda: ehr.control_ids() == ["CONF-1"], "the EHR has the message")
+            readable, _, _ = select.select([sock], [], [], 1.0)
+            assert not readable, "the sender was answered before the EHR acknowledged"
+            gate.set()
+            answer = b""
+            sock.settimeout(DEADLINE)
+            while EB + b"\r" not in answer:
+                answer += sock.recv(65536)
+            answered = time.monotonic()
+    assert msa(answer)[1:3] == [b"AA", b"CONF-1"]
+    assert ehr.answered_at["CONF-1"] <= answered
+
+
+def test_after_delivery_answers_ae_when_the_ehr_is_down_or_refuses(tmp_path: Path) -> None:
+    down, refusing = free_port(), free_port()
+    with peer(always("AR")) as ehr:
+        opts = {"response": {"mode": "after_delivery", "timeout_seconds": 1}}
+        write_channel(tmp_path / "channels", "down", down, free_port(), **opts)
+        write_channel(tmp_path / "channels", "refusing", refusing, ehr.port, **opts)
+        engine = start_with_channels(tmp_path / "data", tmp_path / "channels",
+                                     [down, refusing])
+        with running(engine), store_of(engine) as store:
+            assert send_all(down, [[oru("DOWN-1", "MRN-1")]]) == {"DOWN-1": "AE"}
+            assert send_all(refusing, [[oru("REF-1", "MRN-1")]]) == {"REF-1": "AE"}
+            # Stored all the same: the first keeps trying, the second is dead-lettered.
+            assert statuses(store, "down") == {"DOWN-1": "QUEUED"}
+            assert statuses(store, "refusing") == {"REF-1": "ERROR"}
+
+
+# -- 4. SIGKILL while delivering ------------------------------------------------------------
+
+
+def test_sigkill_mid_delivery_then_restart_delivers_everything_at_least_once(tmp_path: Path
+                                                                            ) -> None:
+    """The engine dies with an ACK outstanding and most of the queue undelivered; after a
+    restart every message reaches the EHR, re-sends identical to the first copy (same
+    MSH-10), and each patient's messages arrive first in the order they were sent."""
+    source = free_port()
+    patients = [f"MRN-{i}" for i in range(4)]
+    sent = {p: [f"K{p[-1]}-{n:03d}" for n in range(60)] for p in patients}
+    stalled: set[str] = set()
+
+    def slow_then_stall(payload: bytes, nth: int) -> str | None:
+        # The 40th distinct message is never answered the first time: the engine is
+        # killed while it waits for that ACK, so a re-send is certain.
+        cid = msh(payload, 10)
+        if nth == 1 and len({msh(p, 10) for p in ehr.received}) == 40 and not stalled:
+            stalled.add(cid)
+            return None
+        return "AA"
+
+    with peer(slow_then_stall, delay=0.005) as ehr:
+        write_channel(tmp_path / "channels", "pumps", source, ehr.port,
+                      to={"ack_timeout_seconds": 30}, destination={"lanes": "PID-3.1"})
+        data = tmp_path / "data"
+        engine = start_with_channels(data, tmp_path / "channels", [source])
+        try:
+            conversations = [[oru(sent[p][n], p) for n in range(60)] for p in patients]
+            assert set(send_all(source, conversations).values()) == {"AA"}
+            wait_until(lambda: stalled, "the EHR holds an ACK back")
+        finally:
+            engine.stop(signal.SIGKILL)
+        with closing(open_store(sqlite_url(data))) as store:
+            before = statuses(store, "pumps")
+        assert len(before) == 240 and list(before.values()).count("SENT") < 240
+        assert before[next(iter(stalled))] == "QUEUED"
+
+        engine = start_with_channels(data, tmp_path / "channels", [source])
+        with running(engine), store_of(engine) as store:
+            wait_until(lambda: all_in(store, "pumps", "SENT", 240), "all 240 end SENT")
+        received = list(ehr.received)
+
+    by_id: dict[str, set[bytes]] = {}
+    for payload in received:
+        by_id.setdefault(msh(payload, 10), set()).add(payload)
+    everything = {cid for cids in sent.values() for cid in cids}
+    assert set(by_id) == everything, "every message reaches the EHR at least once"
+    assert all(len(copies) == 1 for copies in by_id.values()), "a re-send differs"
+    ids = [msh(p, 10) for p in received]
+    assert ids.count(next(iter(stalled))) == 2, "the unanswered message is sent again"
+    for p in patients:
+        first_seen = list(dict.fromkeys(c for c in ids if c.startswith(f"K{p[-1]}-")))
+        assert first_seen == sent[p]
