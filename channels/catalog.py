@@ -23,7 +23,7 @@ from channels.pipeline import ChannelPipeline
 from channels.secrets import issues_for, literal_secrets, resolve_secrets
 from channels.sources.file import FileSourceConfig
 from channels.sources.http import HTTPSourceConfig
-from channels.transforms import UnknownTable
+from channels.transforms import UnknownTable, check_tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class LoadedChannel:
     pipeline: ChannelPipeline
     file: Path
     digest: str
+    positions: Positions = field(default_factory=lambda: Positions({}, {}), compare=False)
 
     @property
     def name(self) -> str:
@@ -78,11 +79,29 @@ def load_channel(path: Path, *, environ: Mapping[str, str] = os.environ,
     if issues:
         raise ConfigError(issues)
     config = _relative_to(config, path.parent)
+    table_issues = _table_issues(file, config, positions)
+    if table_issues:
+        raise ConfigError(table_issues)
     try:
         pipeline = ChannelPipeline(config, hooks or HookLoader())
     except (HookError, UnknownTable) as error:
         raise ConfigError([_locate_compile_error(file, data, positions, error)]) from error
-    return LoadedChannel(config, pipeline, path, hashlib.sha256(text).hexdigest()), warnings
+    digest = hashlib.sha256(text).hexdigest()
+    return LoadedChannel(config, pipeline, path, digest, positions), warnings
+
+
+def _table_issues(file: str, config: ChannelConfig, positions: Positions) -> list[ConfigIssue]:
+    """`map` steps naming a table the channel does not define, located at the step."""
+    places: list[tuple[tuple[Any, ...], Any]] = [(("transformer",), config.transformer)]
+    places += [(("destinations", i, "transformer"), spec.transformer)
+               for i, spec in enumerate(config.destinations)]
+    issues = []
+    for prefix, steps in places:
+        for index, problem in check_tables(steps, config.tables):
+            where = (*prefix, index, "table")
+            line, col = positions.of_value(where)
+            issues.append(ConfigIssue(file, line, col, _dotted(where), problem))
+    return issues
 
 
 def _relative_to(config: ChannelConfig, base: Path) -> ChannelConfig:
@@ -162,14 +181,16 @@ def _cross_checks(catalog: Catalog, bound: dict[str, str]) -> list[ConfigIssue]:
     issues = []
     for name, loaded in catalog.channels.items():
         endpoint = source_endpoint(loaded.config)
+        at = loaded.positions.of_value
         if endpoint is not None and not endpoint.endswith(":0"):
             if endpoint in bound:
-                issues.append(ConfigIssue(str(loaded.file), 1, 1, "source", (
+                issues.append(ConfigIssue(str(loaded.file), *at(("source",)), "source", (
                     f"{endpoint} is already used by {bound[endpoint]}")))
             bound[endpoint] = f"channel {name}"
         for i, spec in enumerate(loaded.config.destinations):
             to = spec.to
             if isinstance(to, ChannelLinkConfig) and to.channel not in catalog.channels:
-                issues.append(ConfigIssue(str(loaded.file), 1, 1, f"destinations[{i}].to", (
+                line, col = at(("destinations", i, "to", "channel"))
+                issues.append(ConfigIssue(str(loaded.file), line, col, f"destinations[{i}].to", (
                     f"no channel named {to.channel!r}")))
     return issues

@@ -123,18 +123,31 @@ class DestinationQueue:
             self._run_lane(lane)
 
     @defer.inlineCallbacks
-    def stop(self) -> Any:
-        """Stop sending, wait for sends in flight and their outcomes, close the connector."""
+    def stop(self, grace_seconds: float = 5.0) -> Any:
+        """Stop sending; give sends in flight a grace period, then close the connector.
+
+        Closing the connector fails what is still waiting (a connect to a dead EHR, an ACK
+        that does not come); those deliveries stay QUEUED and go again at the next start,
+        which at-least-once delivery allows.
+        """
         self.running = False
         if self._rescan_call is not None and self._rescan_call.active():
             self._rescan_call.cancel()
         for lane in self._lanes.values():
             if lane.timer is not None and lane.timer.active():
                 lane.timer.cancel()
-        yield defer.DeferredList(list(self._inflight))
+        settled = defer.DeferredList(list(self._inflight))
+        if self._inflight:
+            grace: defer.Deferred[None] = defer.Deferred()
+            call = self._clock.callLater(grace_seconds, grace.callback, None)
+            yield defer.DeferredList([settled, grace], fireOnOneCallback=True)
+            if call.active():
+                call.cancel()
+        stopping = self.destination.stop()
+        yield settled
         self._flush_outcomes()
         yield defer.DeferredList(list(self._recording))
-        yield self.destination.stop()
+        yield stopping
 
     @property
     def depth(self) -> int:

@@ -157,7 +157,6 @@ def test_undefined_table_is_reported_with_the_tables_defined(tmp_path: Path) -> 
     assert "'wards' is not defined" in issue.message and "beds" in issue.message
 
 
-@pytest.mark.xfail(reason="catalog locates an undefined table at 1:1, not at its step")
 def test_undefined_table_is_located_at_its_step(tmp_path: Path) -> None:
     """The undefined table's issue points at the `table:` line of the map step."""
     path = write(tmp_path, "wards.yaml", WARDS)
@@ -176,8 +175,8 @@ def test_port_taken_by_the_engine_and_unknown_channel_link(tmp_path: Path) -> No
     catalog = load_catalog(tmp_path, environ={},
                            listeners={"tcp:2575": "the engine's MLLP listener"})
     assert messages(catalog.issues) == [
-        f"{path}:1:1: source: tcp:2575 is already used by the engine's MLLP listener",
-        f"{path}:1:1: destinations[0].to: no channel named 'nowhere'",
+        f"{path}:2:9: source: tcp:2575 is already used by the engine's MLLP listener",
+        f"{path}:5:34: destinations[0].to: no channel named 'nowhere'",
     ]
 
 
