@@ -231,15 +231,9 @@ class DeliveryWrites:
 
 
 def fetch_queued(conn: Connection, marker: str, channel: str, destination: str,
-                 after_id: int, limit: int, *, skip_locked: bool = False
-                 ) -> list[QueuedDelivery]:
-    """QUEUED rows of one destination after `after_id`, in arrival order, with payloads.
-
-    On PostgreSQL rows another transaction holds are skipped (`FOR UPDATE SKIP LOCKED`)
-    rather than waited for; a later read picks them up.
-    """
+                 after_id: int, limit: int) -> list[QueuedDelivery]:
+    """QUEUED rows of one destination after `after_id`, in arrival order, with payloads."""
     m = marker
-    lock = " FOR UPDATE OF d SKIP LOCKED" if skip_locked else ""
     rows = conn.exec_driver_sql(
         "SELECT d.id, d.message_id, d.channel, d.lane_key, d.attempts, d.next_attempt_at, "
         "d.first_attempt_at, msg.control_id, msg.message_type, msg.received_at, c.data "
@@ -247,7 +241,7 @@ def fetch_queued(conn: Connection, marker: str, channel: str, destination: str,
         "LEFT JOIN contents c ON c.message_id = d.message_id AND c.kind = 'encoded' "
         "AND c.destination = d.destination "
         f"WHERE d.destination = {m} AND d.channel = {m} AND d.status = {m} AND d.id > {m} "
-        f"ORDER BY d.id LIMIT {m}{lock}",
+        f"ORDER BY d.id LIMIT {m}",
         (destination, channel, Status.QUEUED.value, after_id, limit))
     return [QueuedDelivery(r[0], r[1], r[2], destination, r[3], r[4], r[5], r[6], r[7], r[8],
                            r[9], None if r[10] is None else bytes(r[10])) for r in rows]
@@ -270,7 +264,10 @@ def claim_lanes(conn: Connection, marker: str, channel: str, destination: str,
 
     Several nodes share one PostgreSQL: an ordered lane is delivered by one node at a
     time. A lease is taken when free or expired and renewed while the node has work in it;
-    a node that dies loses its lanes when their leases expire.
+    a node that dies loses its lanes when their leases expire. The rows of held lanes are
+    then locked with `FOR UPDATE SKIP LOCKED` for the rest of the claim's transaction, so
+    two nodes meeting at a lease's expiry never both take a row; a lane is cut before its
+    first skipped row, so a later message is never taken while an earlier one is not.
     """
     m = marker
     queue = f"{channel}/{destination}"
@@ -285,4 +282,19 @@ def claim_lanes(conn: Connection, marker: str, channel: str, destination: str,
             (queue, key, node, now + lease_us, now)).first()
         if got is not None:
             held.add(key)
-    return [r for r in rows if r.lane_key in held]
+    mine = [r for r in rows if r.lane_key in held]
+    if not mine:
+        return []
+    locked = {row[0] for row in conn.exec_driver_sql(
+        f"SELECT id FROM deliveries WHERE id IN ({', '.join([m] * len(mine))}) "
+        "FOR UPDATE SKIP LOCKED", tuple(r.id for r in mine))}
+    cut: set[str] = set()
+    claimed = []
+    for r in mine:
+        if r.lane_key in cut:
+            continue
+        if r.id not in locked:
+            cut.add(r.lane_key)
+            continue
+        claimed.append(r)
+    return claimed

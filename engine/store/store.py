@@ -478,12 +478,13 @@ class Store:
               ) -> tuple[list[QueuedDelivery], set[str]]:
         """What a node may deliver next for one destination, and which lanes are held.
 
-        One process owns a SQLite store, so there it is a plain read; on PostgreSQL rows are
-        claimed with SKIP LOCKED and only lanes whose lease this node holds are returned.
+        One process owns a SQLite store, so there it is a plain read. On PostgreSQL the
+        rows are read plainly, then only lanes whose lease this node holds are kept, and
+        their rows are locked with SKIP LOCKED, each lane cut before its first skipped row
+        (`claim_lanes`): a skip must never let a later message of a lane go first.
         """
         with self.engine.connect() as conn:
-            rows = fetch_queued(conn, self._marker, channel, destination, after_id, limit,
-                                skip_locked=self._shared)
+            rows = fetch_queued(conn, self._marker, channel, destination, after_id, limit)
             if self._shared:
                 rows = claim_lanes(conn, self._marker, channel, destination, rows, node,
                                    now_us(), int(lease_seconds * 1e6))

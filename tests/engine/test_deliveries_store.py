@@ -121,3 +121,22 @@ def test_an_expired_lease_lets_another_node_take_the_lane(postgres_url: str) -> 
     finally:
         a.close()
         b.close()
+
+
+def test_a_locked_row_cuts_its_lane_so_order_holds(postgres_url: str) -> None:
+    """SKIP LOCKED skips a row another transaction holds, and everything after it in its
+    lane; other lanes are still claimed."""
+    store = open_store(postgres_url)
+    try:
+        routed(store, 4, lanes=("P1", "P2"))
+        rows, _ = store.claim("inbound", "ehr", node="a")
+        first_p1 = next(r for r in rows if r.lane_key == "P1")
+        with store.engine.connect() as other:
+            other.exec_driver_sql("SELECT id FROM deliveries WHERE id = %s FOR UPDATE",
+                                  (first_p1.id,))
+            claimed, _ = store.claim("inbound", "ehr", node="a")
+            other.rollback()
+        assert {r.lane_key for r in claimed} == {"P2"}
+        assert len(store.claim("inbound", "ehr", node="a")[0]) == 4
+    finally:
+        store.close()
