@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from channels.configfile import ConfigError, ConfigIssue, Positions, load_yaml, validate
+from channels.destinations.file import FileDestinationConfig
 from channels.destinations.registry import ChannelLinkConfig
 from channels.hooks import HookError, HookLoader
 from channels.model import ChannelConfig, MLLPSourceConfig
@@ -105,10 +106,16 @@ def _table_issues(file: str, config: ChannelConfig, positions: Positions) -> lis
 
 
 def _relative_to(config: ChannelConfig, base: Path) -> ChannelConfig:
-    """Paths in a channel file are relative to the file's directory."""
+    """Directories in a channel file are relative to the file's directory."""
     source = config.source
     if isinstance(source, FileSourceConfig):
         config = config.model_copy(update={"source": source.relative_to(base)})
+    destinations = [
+        spec.model_copy(update={"to": spec.to.model_copy(
+            update={"directory": base / spec.to.directory})})
+        if isinstance(spec.to, FileDestinationConfig) else spec
+        for spec in config.destinations]
+    config = config.model_copy(update={"destinations": destinations})
     tests = [t.model_copy(update={"file": base / t.file}) if t.file else t
              for t in config.tests]
     return config.model_copy(update={"tests": tests})

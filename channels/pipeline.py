@@ -17,7 +17,7 @@ from channels.model import ChannelConfig, DestinationSpec
 from channels.preprocess import compile_preprocessor
 from channels.rules import Predicate, compile_condition
 from channels.transforms import OutputFormat, Transformer, compile_transformer, render
-from profiles.hl7.edit import EditableMessage
+from profiles.hl7.edit import EditableMessage, EditError
 from profiles.hl7.header import HeaderError
 from profiles.hl7.path import Path
 
@@ -110,6 +110,9 @@ class ChannelPipeline:
         except HeaderError as error:
             return Decision(Verdict.ERROR, f"unreadable after preprocessing: {error.reason}",
                             f"unreadable after preprocessing: {error.reason}")
+        except EditError as error:
+            return Decision(Verdict.ERROR, "output cannot be encoded",
+                            f"output cannot be encoded: {error}")
 
     def _run(self, raw: bytes) -> Decision:
         if self._preprocess is not None:

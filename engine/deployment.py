@@ -163,6 +163,13 @@ class Deployment:
         """Deploy new and changed channels, undeploy removed ones; returns what changed."""
         changes: dict[str, list[str]] = {"deployed": [], "redeployed": [], "undeployed": []}
         wanted = {n: c for n, c in catalog.channels.items() if c.config.enabled}
+        broken = {issue.file for issue in catalog.issues}
+        for name, deployed in self.channels.items():
+            if name not in wanted and str(deployed.loaded.file) in broken:
+                # A typo in a running channel's file must not take the channel down.
+                log.warn("channel {channel}: {file} has errors; the running version stays",
+                         channel=name, file=str(deployed.loaded.file))
+                wanted[name] = deployed.loaded
         for name in [n for n in self.channels if n not in wanted]:
             await self.undeploy(name)
             changes["undeployed"].append(name)

@@ -68,7 +68,14 @@ class Router:
         pipeline = self._pipelines(channel)
         if pipeline is None:
             return Routing(message_id, channel, Status.FILTERED, NO_DESTINATIONS)
-        decision = pipeline.run(raw)
+        try:
+            decision = pipeline.run(raw)
+        except Exception as error:  # a defect must not leave a batch stuck in RECEIVED
+            kind = type(error).__name__
+            log.error("message {id} of channel {channel}: pipeline failed: {kind}",
+                      id=message_id, channel=channel, kind=kind)
+            decision = Decision(Verdict.ERROR, f"pipeline failed: {kind}",
+                                f"pipeline failed: {kind}")
         if decision.verdict is Verdict.ERROR:
             log.warn("message {id} of channel {channel} not routed: {reason}",
                      id=message_id, channel=channel, reason=decision.reason)

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from channels.destinations.base import DeliveryResult, Envelope, Verdict
@@ -39,6 +40,8 @@ MAX_NAME_BYTES: Final = 255
 _UNSAFE_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 _UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}
+
+log = Logger()
 
 
 class FileDestinationConfig(BaseModel):
@@ -181,7 +184,12 @@ class FileDestination:
         self._writing: set[Deferred[DeliveryResult]] = set()
 
     def start(self) -> None:
-        pass
+        """Create the directory (and its parents) at deploy, as a new interface expects."""
+        try:
+            Path(self.config.directory).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            log.warn("destination {name}: cannot create its directory: {detail}",
+                     name=self.name, detail=_os_detail(error))
 
     def stop(self) -> Deferred[None]:
         """Fires once every write already started has finished."""

@@ -77,25 +77,6 @@ def _routing_warnings(catalog: Catalog, config: EngineConfig, engine_file: Path,
     return warnings
 
 
-def _missing_directories(catalog: Catalog) -> list[ConfigIssue]:
-    """File destinations whose directory is not there: their deliveries would only retry."""
-    warnings = []
-    for loaded in catalog.channels.values():
-        positions: Positions | None = None
-        for i, spec in enumerate(loaded.config.destinations):
-            directory = getattr(spec.to, "directory", None)
-            if spec.to.type != "file" or directory is None or Path(directory).is_dir():
-                continue
-            if positions is None:
-                positions = load_yaml(loaded.file)[1]
-            line, col = positions.of_value(("destinations", i, "to", "directory"))
-            warnings.append(ConfigIssue(str(loaded.file), line, col, (
-                f"destinations[{i}].to.directory"), (
-                f"{directory} does not exist (from {Path.cwd()}); deliveries will wait and "
-                "retry until it does")))
-    return warnings
-
-
 def handle(args: argparse.Namespace) -> int:
     """Print every issue and warning and a summary; 0 only when there is no error."""
     engine_file = config_path(args.config)
@@ -118,7 +99,6 @@ def handle(args: argparse.Namespace) -> int:
         catalog = load_catalog(target, environ=os.environ, listeners=listeners)
     issues.extend(catalog.issues)
     warnings.extend(catalog.warnings)
-    warnings.extend(_missing_directories(catalog))
     if config is not None and args.path is None:
         warnings.extend(_routing_warnings(catalog, config, engine_file, positions))
 

@@ -66,7 +66,8 @@ def to_row(record: dict[str, Any]) -> dict[str, Any]:
         "duplicate_of": record["duplicate_of"],
         "ack_code": record["ack_code"],
         "peer": record["peer"],
-        "error": record["error"],
+        # The first line only: a failed step's traceback stays in the store (promise 6).
+        "error": record["error"].splitlines()[0] if record["error"] else record["error"],
     }
 
 

@@ -190,17 +190,6 @@ def test_check_shipped_configuration() -> None:
     assert re.fullmatch(r"\d+ channels? OK(, \d+ warnings?)?", result.stdout.splitlines()[-1])
 
 
-def test_check_warns_about_a_missing_file_destination_directory(tmp_path: Path) -> None:
-    """A file destination whose directory is absent would only retry: a located warning."""
-    setup(tmp_path, inbound=VITALS)
-    result = interlink("check", cwd=tmp_path)
-    assert result.returncode == 0
-    assert re.search(r"^warning: conf/channels/inbound\.yaml:17:\d+: "
-                     r"destinations\[1\]\.to\.directory: archive does not exist", result.stdout,
-                     re.M), result.stdout
-    assert result.stdout.splitlines()[-1] == "1 channel OK, 1 warning"
-
-
 # -- schema ------------------------------------------------------------------------------
 
 

@@ -113,6 +113,15 @@ def test_channels_are_managed_without_a_restart(tmp_path: Path) -> None:
         assert missing.returncode == 1 and "not deployed" in missing.stdout
         assert engine.run_cli("channels", "deploy", "lab").returncode == 0
         eventually(lambda: not refused(source_port))
+
+        path.write_text(path.read_text().replace("max_attempts", "max_attemps") +
+                        "    retry: {max_attemps: 3}\n")
+        reload = engine.run_cli("channels", "reload")
+        assert reload.returncode == 0
+        assert "unknown key 'max_attemps'" in reload.stdout
+        listing = json.loads(engine.run_cli("channels", "list", "--json").stdout)
+        assert [c["name"] for c in listing["channels"]] == ["lab"]
+        assert not refused(source_port)
     finally:
         assert engine.stop() == 0
     assert path.exists()
@@ -121,7 +130,8 @@ def test_channels_are_managed_without_a_restart(tmp_path: Path) -> None:
 def test_reprocess_requeues_a_dead_lettered_message(tmp_path: Path) -> None:
     """A delivery that failed for good is ERROR; reprocess delivers it once fixed."""
     source_port = free_port()
-    out = tmp_path / "not-yet"
+    out = tmp_path / "blocked"
+    out.write_text("a file where the destination directory should be\n")
     channels = tmp_path / "channels"
     channel_file(channels, source_port, out, extra="""\
     retry: {initial_seconds: 0.1, max_seconds: 0.1, jitter: 0, max_attempts: 2}
@@ -137,6 +147,7 @@ def test_reprocess_requeues_a_dead_lettered_message(tmp_path: Path) -> None:
             return json.loads(rows.splitlines()[0])["status"]
 
         eventually(lambda: status() == "ERROR")
+        out.unlink()
         out.mkdir()
         again = engine.run_cli("messages", "reprocess", "1")
         assert again.returncode == 0, again.stdout + again.stderr
