@@ -50,8 +50,11 @@ class Lane:
     timer: Any = None
 
     def add(self, row: QueuedDelivery) -> None:
-        ids = [r.id for r in self.waiting]
-        self.waiting.insert(bisect.bisect(ids, row.id), row)
+        """Place a row by its message's arrival (message id), never ahead of a send in
+        flight: on a shared store a later message may have been routed first."""
+        keys = [(r.message_id, r.id) for r in self.waiting]
+        at = bisect.bisect(keys, (row.message_id, row.id))
+        self.waiting.insert(max(at, 1) if self.busy else at, row)
 
 
 class DestinationQueue:

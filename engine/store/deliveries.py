@@ -266,8 +266,10 @@ def claim_lanes(conn: Connection, marker: str, channel: str, destination: str,
     time. A lease is taken when free or expired and renewed while the node has work in it;
     a node that dies loses its lanes when their leases expire. The rows of held lanes are
     then locked with `FOR UPDATE SKIP LOCKED` for the rest of the claim's transaction, so
-    two nodes meeting at a lease's expiry never both take a row; a lane is cut before its
-    first skipped row, so a later message is never taken while an earlier one is not.
+    two nodes meeting at a lease's expiry never both take a row. The claim ends before
+    the first skipped row (rows arrive in id order): the queue's cursor moves to the last
+    row it got, so a lane cut there and continued in a later claim would send that lane's
+    later rows ahead of the skipped one.
     """
     m = marker
     queue = f"{channel}/{destination}"
@@ -288,13 +290,23 @@ def claim_lanes(conn: Connection, marker: str, channel: str, destination: str,
     locked = {row[0] for row in conn.exec_driver_sql(
         f"SELECT id FROM deliveries WHERE id IN ({', '.join([m] * len(mine))}) "
         "FOR UPDATE SKIP LOCKED", tuple(r.id for r in mine))}
-    cut: set[str] = set()
     claimed = []
     for r in mine:
-        if r.lane_key in cut:
-            continue
         if r.id not in locked:
-            cut.add(r.lane_key)
-            continue
+            break
         claimed.append(r)
     return claimed
+
+
+def routed_before(conn: Connection, marker: str, channel: str, since: int) -> int | None:
+    """The oldest message of a channel received since `since` and not routed yet.
+
+    Several nodes: a node routes a message in a transaction after the one that stored it,
+    so another node may store and route a later message in between, and that message's
+    delivery row gets the lower id. A claim takes only rows of messages older than this
+    one (read before the rows, so everything routed by then is in them).
+    """
+    m = marker
+    return conn.exec_driver_sql(
+        f"SELECT min(id) FROM messages WHERE channel = {m} AND status = {m} "
+        f"AND received_at >= {m}", (channel, Status.RECEIVED.value, since)).scalar()

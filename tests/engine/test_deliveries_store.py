@@ -123,20 +123,21 @@ def test_an_expired_lease_lets_another_node_take_the_lane(postgres_url: str) -> 
         b.close()
 
 
-def test_a_locked_row_cuts_its_lane_so_order_holds(postgres_url: str) -> None:
-    """SKIP LOCKED skips a row another transaction holds, and everything after it in its
-    lane; other lanes are still claimed."""
+def test_a_locked_row_ends_the_claim_so_order_holds(postgres_url: str) -> None:
+    """SKIP LOCKED skips a row another transaction holds, and the claim ends before it: the
+    queue's cursor stays below the row, so no later row of its lane can be taken first."""
     store = open_store(postgres_url)
     try:
         routed(store, 4, lanes=("P1", "P2"))
         rows, _ = store.claim("inbound", "ehr", node="a")
-        first_p1 = next(r for r in rows if r.lane_key == "P1")
+        second_p1 = [r for r in rows if r.lane_key == "P1"][1]
         with store.engine.connect() as other:
             other.exec_driver_sql("SELECT id FROM deliveries WHERE id = %s FOR UPDATE",
-                                  (first_p1.id,))
+                                  (second_p1.id,))
             claimed, _ = store.claim("inbound", "ehr", node="a")
             other.rollback()
-        assert {r.lane_key for r in claimed} == {"P2"}
+        assert [r.id for r in claimed] == [r.id for r in rows if r.id < second_p1.id]
+        assert [r.lane_key for r in claimed] == ["P1", "P2"]
         assert len(store.claim("inbound", "ehr", node="a")[0]) == 4
     finally:
         store.close()
