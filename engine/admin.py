@@ -115,8 +115,7 @@ class ControlAPI(resource.Resource):
             ids = [int(i) for i in body["ids"]]
         except (ValueError, KeyError, TypeError):
             return 400, {"error": 'expected a JSON body {"ids": [message ids]}'}
-        count = await self.engine.reprocess(ids, actor="admin-api")
-        return 200, {"reprocess_requested": count}
+        return 200, await self.engine.reprocess(ids, actor="admin-api")
 
 
 def listen_admin(engine: EngineService) -> defer.Deferred[Any]:

@@ -175,19 +175,20 @@ class EngineService(Service):
             log.info("channels: {changes}", changes=changes)
         return {"changes": changes, "issues": [str(i) for i in catalog.issues]}
 
-    async def reprocess(self, message_ids: Sequence[int], actor: str) -> int:
+    async def reprocess(self, message_ids: Sequence[int], actor: str) -> dict[str, list[int]]:
         """Re-queue ERROR messages; those that never reached a queue are routed again."""
         assert self.writer is not None and self.store is not None
         assert self.router is not None and self.deployment is not None
         store = self.store
-        reroute = await self.writer.call(store.reprocess, list(message_ids), actor)
+        requeued, reroute = await self.writer.call(store.reprocess, list(message_ids), actor)
         for mid in reroute:
             rows = await self._read(store.list_messages, message_id=mid, limit=1)
             raw = await self._read(store.content, mid, ContentKind.RAW)
             if rows:
                 self.router.route(mid, rows[0]["channel"], raw or b"")
         self.deployment.wake_all()
-        return len(message_ids)
+        return {"requeued": requeued, "rerouted": reroute,
+                "unchanged": [i for i in message_ids if i not in requeued + reroute]}
 
     # -- stopping -------------------------------------------------------------------------
 

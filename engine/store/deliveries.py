@@ -193,13 +193,15 @@ class DeliveryWrites:
                 f"UPDATE messages SET status = {m}, updated_at = {m} WHERE id = {m}", changes)
 
     def requeue(self, conn: Connection, message_ids: Sequence[int], now: int,
-                events: list[AuditEvent], actor: str) -> list[int]:
-        """Reprocess: ERROR deliveries go back to their queue; returns messages to re-route.
+                events: list[AuditEvent], actor: str) -> tuple[list[int], list[int]]:
+        """Reprocess ERROR messages: (re-queued, set back to RECEIVED to route again).
 
-        A message that never reached a queue (rejected by a step, or routed before its
-        channel had destinations) is set back to RECEIVED so the pipeline runs again.
+        Dead-lettered deliveries go back to their queue. An accepted message that never
+        reached a queue (a transformer step failed) is routed again. Messages rejected at
+        the door (AR/AE) and messages in any other state are left as they are.
         """
         m = self._m
+        requeued: list[int] = []
         reroute: list[int] = []
         for mid in message_ids:
             row = conn.exec_driver_sql(
@@ -217,6 +219,7 @@ class DeliveryWrites:
                 (Status.QUEUED.value, now, now, mid, Status.ERROR.value)).rowcount
             if changed:
                 new_status = Status.QUEUED
+                requeued.append(mid)
             elif ack in ("AA", "CA"):
                 new_status = Status.RECEIVED
                 reroute.append(mid)
@@ -227,7 +230,7 @@ class DeliveryWrites:
                 f"WHERE id = {m}", (new_status.value, now, mid))
             events.append(AuditEvent(now, actor, "message.reprocess", mid, channel,
                                      {"status": new_status.value}))
-        return reroute
+        return requeued, reroute
 
 
 def fetch_queued(conn: Connection, marker: str, channel: str, destination: str,

@@ -429,8 +429,9 @@ class Store:
     def _markers(self, n: int) -> str:
         return ", ".join([self._marker] * n)
 
-    def reprocess(self, message_ids: Sequence[int], actor: str = ENGINE_ACTOR) -> list[int]:
-        """Re-queue ERROR messages (writer thread); returns those that must be re-routed."""
+    def reprocess(self, message_ids: Sequence[int], actor: str = ENGINE_ACTOR
+                  ) -> tuple[list[int], list[int]]:
+        """Re-queue ERROR messages (writer thread): (re-queued, to be routed again)."""
         conn = self._writer_connection()
         assert self._chain is not None
         chain_tail = self._chain.last_hash
@@ -438,7 +439,7 @@ class Store:
         try:
             self._claim(conn, 0)
             now = now_us()
-            reroute = self._deliveries.requeue(conn, message_ids, now, events, actor)
+            result = self._deliveries.requeue(conn, message_ids, now, events, actor)
             if events:
                 self._insert_audit.execute(conn, self._chain.rows(events))
             conn.commit()
@@ -446,7 +447,7 @@ class Store:
             conn.rollback()
             self._chain.last_hash = chain_tail
             raise
-        return reroute
+        return result
 
     def close(self) -> None:
         """Close the writer's connection and the pool."""

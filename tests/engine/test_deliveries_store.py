@@ -76,8 +76,8 @@ def test_reprocess_requeues_dead_letters_and_reroutes_the_unrouted(store: Store)
     (failed_step,) = store.commit_batch([incoming("X1")])
     store.commit_batch([], routings=[Routing(failed_step.id, "inbound", Status.ERROR,
                                              "step t[0] failed", "traceback…")])
-    reroute = store.reprocess([ids[0], failed_step.id], actor="operator")
-    assert reroute == [failed_step.id]
+    requeued, reroute = store.reprocess([ids[0], failed_step.id], actor="operator")
+    assert requeued == [ids[0]] and reroute == [failed_step.id]
     by_id = {m["id"]: m for m in store.list_messages()}
     assert by_id[ids[0]]["status"] == "QUEUED"
     assert by_id[failed_step.id]["status"] == "RECEIVED" and by_id[failed_step.id]["error"] is None
