@@ -87,8 +87,19 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _data_location(loc: tuple[Any, ...], positions: Positions) -> tuple[Any, ...]:
+    """The error's location in the file's data: pydantic adds the tag of a union's member
+    (`to.mllp.port`) and validator names that are not keys of the document; drop them."""
+    path: tuple[Any, ...] = ()
+    for i, part in enumerate(loc):
+        candidate = (*path, part)
+        if candidate in positions.values or i == len(loc) - 1:
+            path = candidate
+    return path
+
+
 def _issue_for(file: str, err: Any, positions: Positions) -> ConfigIssue:
-    loc = tuple(err["loc"])
+    loc = _data_location(tuple(err["loc"]), positions)
     if err["type"] == "extra_forbidden":
         line, col = positions.of_key(loc)
         return ConfigIssue(file, line, col, _where(loc[:-1]), f"unknown key '{loc[-1]}'")

@@ -18,7 +18,6 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from channels.catalog import load_catalog
 from channels.ids import ControlIdSource
@@ -30,6 +29,7 @@ from engine.router import Router
 from engine.store.deliveries import Routing
 from engine.store.status import ContentKind, Status
 from engine.store.store import Store, open_store
+from engine.threads import DaemonThreadPool
 from engine.watch import DeliveryWatch
 from engine.writer import GroupCommitWriter
 from mllp.endpoints import TLSSettings, server_endpoint
@@ -58,7 +58,7 @@ class EngineService(Service):
         self.factory: MLLPServerFactory | None = None
         self.port: Any = None
         self.admin_port: Any = None
-        self._readers = ThreadPool(minthreads=1, maxthreads=2, name="store-reader")
+        self._readers = DaemonThreadPool(minthreads=1, maxthreads=2, name="store-reader")
         self._control_ids = ControlIdSource(reactor.seconds())
         self.ready: defer.Deferred[None] = defer.Deferred()
 

@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 
 from engine.store.deliveries import DeliveryOutcome, Routing
 from engine.store.store import IncomingMessage, Store, StoredMessage, Transition
+from engine.threads import DaemonThreadPool
 
 log = Logger()
 T = TypeVar("T")
@@ -63,7 +64,8 @@ class GroupCommitWriter:
         self._store = store
         self._reactor: IReactorTime & IReactorThreads = reactor
         self._max_batch = max_batch
-        self._pool = threadpool or ThreadPool(minthreads=1, maxthreads=1, name="store-writer")
+        self._pool = threadpool or DaemonThreadPool(minthreads=1, maxthreads=1,
+                                                    name="store-writer")
         self._own_pool = threadpool is None
         self._incoming: list[tuple[IncomingMessage, defer.Deferred[StoredMessage]]] = []
         self._changes: deque[tuple[Changes, defer.Deferred[None]]] = deque()

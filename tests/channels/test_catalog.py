@@ -188,3 +188,19 @@ def test_load_channel_resolves_test_files_beside_the_channel(tmp_path: Path) -> 
     loaded, warnings = load_channel(path, environ={})
     assert warnings == []
     assert loaded.config.tests[0].file == tmp_path / "samples" / "oru.hl7"
+
+
+def test_errors_inside_a_destination_connector_point_at_the_field(tmp_path: Path) -> None:
+    """The connector's type tag is not in the file: errors still land on the field's line."""
+    path = write(tmp_path, "pumps.yaml", (
+        "name: pumps\n"
+        "destinations:\n"
+        "  - name: ehr\n"
+        "    to:\n"
+        "      type: mllp\n"
+        "      host: 127.0.0.1\n"
+        "      port: seventy\n"
+        "      ak_timeout: 3\n"))
+    found = messages(load_catalog(tmp_path, environ={}).issues)
+    assert found[0].startswith(f"{path}:7:13: destinations[0].to.port: ")
+    assert found[1] == f"{path}:8:7: destinations[0].to: unknown key 'ak_timeout'"
