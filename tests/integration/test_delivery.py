@@ -596,7 +596,7 @@ def test_hold_stops_the_lane_until_reprocess_then_delivers_in_order(tmp_path: Pa
 
             a2 = store.list_messages(control_id="A-2")[0]["id"]
             assert admin(engine, "POST", "messages/reprocess", {"ids": [a2]}) == {
-                "reprocess_requested": 1}
+                "requeued": [a2], "rerouted": [], "unchanged": []}
             wait_until(lambda: all_in(store, "held", "SENT", 7), "everything ends SENT")
             assert deliveries_by_control_id(store, "A-2")[0]["held"] == 0
             actions = [e["action"] for e in store.audit_trail(a2)]
