@@ -17,11 +17,12 @@ RUN pip install --no-cache-dir . \
     && mkdir -p /var/lib/interlink /etc/interlink \
     && chown interlink /var/lib/interlink
 
-# The shipped engine file listens on loopback; in a container listen on all interfaces.
+# The shipped engine file listens on loopback; in a container MLLP listens on all
+# interfaces. The admin API stays on loopback: it has no authentication yet.
 # Channel files are the site's own: mount them on /etc/interlink/channels (the examples in
 # conf/channels are for a developer's checkout and are not copied).
 COPY conf/interlink.yaml /etc/interlink/
-RUN sed -i 's/^\(  interface:\) 127.0.0.1/\1 0.0.0.0/' /etc/interlink/interlink.yaml \
+RUN sed -i '/^mllp:/,/^[a-z]/ s/^\(  interface:\) 127.0.0.1/\1 0.0.0.0/' /etc/interlink/interlink.yaml \
     && mkdir -p /etc/interlink/channels
 
 USER interlink
