@@ -56,9 +56,16 @@ def start_ceiling(workdir: Path, port: int, seconds: float) -> subprocess.Popen[
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_interlink(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_interlink(workdir: Path, port: int,
+                    channels: Path | None = None) -> subprocess.Popen[bytes]:
+    """The engine on its own data dir; with no channel files unless `channels` names some,
+    so the ingest figures measure receiving, not the example channels' deliveries."""
+    if channels is None:
+        channels = workdir / "no-channels"
+        channels.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, INTERLINK_DATA_DIR=str(workdir / "interlink"),
-               INTERLINK_MLLP_PORT=str(port), INTERLINK_ADMIN_PORT=str(free_port()))
+               INTERLINK_MLLP_PORT=str(port), INTERLINK_ADMIN_PORT=str(free_port()),
+               INTERLINK_CHANNELS_DIR=str(channels.resolve()))
     log = (workdir / "interlink.log").open("ab")
     return subprocess.Popen([PY, "-m", "engine.cli", "run"], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
