@@ -91,6 +91,20 @@ def load_channel(path: Path, *, environ: Mapping[str, str] = os.environ,
     return LoadedChannel(config, pipeline, path, digest, positions), warnings
 
 
+def try_load_channel(path: Path, issues: list[ConfigIssue], *,
+                     environ: Mapping[str, str] = os.environ,
+                     hooks: HookLoader | None = None
+                     ) -> tuple[LoadedChannel | None, list[ConfigIssue]]:
+    """`load_channel`, with the file's problems appended to `issues` instead of raised."""
+    try:
+        return load_channel(path, environ=environ, hooks=hooks)
+    except ConfigError as error:
+        issues.extend(error.issues)
+    except OSError as error:
+        issues.append(ConfigIssue(str(path), 1, 1, "", f"cannot read: {error}"))
+    return None, []
+
+
 def _table_issues(file: str, config: ChannelConfig, positions: Positions) -> list[ConfigIssue]:
     """`map` steps naming a table the channel does not define, located at the step."""
     places: list[tuple[tuple[Any, ...], Any]] = [(("transformer",), config.transformer)]
@@ -155,13 +169,8 @@ def load_catalog(path: Path, *, environ: Mapping[str, str] = os.environ,
     catalog = Catalog()
     hooks = HookLoader()
     for file in channel_files(path):
-        try:
-            loaded, warnings = load_channel(file, environ=environ, hooks=hooks)
-        except ConfigError as error:
-            catalog.issues.extend(error.issues)
-            continue
-        except OSError as error:
-            catalog.issues.append(ConfigIssue(str(file), 1, 1, "", f"cannot read: {error}"))
+        loaded, warnings = try_load_channel(file, catalog.issues, environ=environ, hooks=hooks)
+        if loaded is None:
             continue
         catalog.warnings.extend(warnings)
         other = catalog.channels.get(loaded.name)

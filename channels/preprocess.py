@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from channels.hooks import HookLoader, HookSpec, run_step
 from channels.rules import Regex, Text
+from channels.steps import pick_step
 
 Preprocessor = Callable[[bytes], bytes]
 
@@ -106,20 +107,7 @@ _STEPS: dict[str, type[_Step]] = {
 
 def _validate_step(value: Any) -> _Step:
     """Pick the step kind from its key, so errors stay at the place they were written."""
-    if isinstance(value, _Step):
-        return value
-    if not isinstance(value, dict):
-        raise PydanticCustomError(
-            "step", "a preprocess step is a mapping such as {normalize: line_endings}"
-        )
-    kinds = [key for key in _STEPS if key in value]
-    if len(kinds) != 1:
-        raise PydanticCustomError(
-            "step",
-            "a preprocess step has exactly one of {kinds} (found: {found})",
-            {"kinds": ", ".join(_STEPS), "found": ", ".join(kinds) if kinds else "none"},
-        )
-    return _STEPS[kinds[0]].model_validate(value)
+    return pick_step(value, _STEPS, _Step, "preprocess step", "{normalize: line_endings}")
 
 
 PreprocessStep = Annotated[

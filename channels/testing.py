@@ -34,8 +34,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from channels.catalog import LoadedChannel, channel_files, load_channel
-from channels.configfile import ConfigError, ConfigIssue
+from channels.catalog import LoadedChannel, channel_files, try_load_channel
+from channels.configfile import ConfigIssue
 from channels.hooks import HookLoader
 from channels.model import ChannelTest, DestinationExpectation
 from channels.pipeline import ChannelPipeline, Decision, Output, Verdict
@@ -127,13 +127,8 @@ def collect(paths: Iterable[Path], environ: Mapping[str, str] = os.environ) -> C
             found.issues.append(ConfigIssue(str(path), 1, 1, "", "no channel files here"))
         for file in files:
             found.files += 1
-            try:
-                loaded, _ = load_channel(file, environ=env, hooks=hooks)
-            except ConfigError as error:
-                found.issues.extend(error.issues)
-                continue
-            except OSError as error:
-                found.issues.append(ConfigIssue(str(file), 1, 1, "", f"cannot read: {error}"))
+            loaded, _ = try_load_channel(file, found.issues, environ=env, hooks=hooks)
+            if loaded is None:
                 continue
             if not loaded.config.tests:
                 found.untested.append(loaded)

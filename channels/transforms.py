@@ -73,6 +73,7 @@ from pydantic_core import PydanticCustomError
 
 from channels.hooks import HookError, HookLoader, HookSpec, run_step
 from channels.rules import BOOLEAN_HINT, FieldPath, Text
+from channels.steps import pick_step
 from profiles.hl7.edit import EditableMessage, MissingSegment
 from profiles.hl7.escape import unescape
 from profiles.hl7.path import Path
@@ -239,21 +240,7 @@ _STEPS: dict[str, type[_Step]] = {
 
 def _validate_step(value: Any) -> _Step:
     """Pick the step kind from its key, so errors stay at the place they were written."""
-    if isinstance(value, _Step):
-        return value
-    if not isinstance(value, dict):
-        raise PydanticCustomError(
-            "step", "a transformer step is a mapping such as {set: PID-8, value: F}"
-        )
-    kinds = [key for key in _STEPS if key in value]
-    if len(kinds) != 1:
-        found = ", ".join(kinds) if kinds else "none"
-        raise PydanticCustomError(
-            "step",
-            "a step has exactly one of {kinds} (found: {found})",
-            {"kinds": ", ".join(_STEPS), "found": found},
-        )
-    return _STEPS[kinds[0]].model_validate(value)
+    return pick_step(value, _STEPS, _Step, "transformer step", "{set: PID-8, value: F}")
 
 
 def _dump(step: _Step) -> Any:

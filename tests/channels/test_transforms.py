@@ -352,7 +352,7 @@ def test_every_mistake_is_reported_where_it_was_written(tmp_path: FilePath) -> N
         (12, 11, "transformer[6].from", "a code is written code, code^text or code^text^system"),
         (13, 9, "transformer[6].to", "YAML read this as a boolean"),
         (14, 13, "transformer[7].python", "package.module:function"),
-        (15, 5, "transformer[8]", "a step has exactly one of set, copy, delete, map"),
+        (15, 5, "transformer[8]", "a transformer step has exactly one of set, copy, delete, map"),
         (16, 5, "transformer[9]", "a transformer step is a mapping"),
         (19, 22, "transformer[10].missing_segment", "'append', 'skip' or 'error'"),
     ]
