@@ -307,9 +307,30 @@ def routed_before(conn: Connection, marker: str, channel: str, since: int) -> in
     Several nodes: a node routes a message in a transaction after the one that stored it,
     so another node may store and route a later message in between, and that message's
     delivery row gets the lower id. A claim takes only rows of messages older than this
-    one (read before the rows, so everything routed by then is in them).
+    one (read before the rows, so everything routed by then is in them); see
+    `arrival_prefix`.
     """
     m = marker
     return conn.exec_driver_sql(
         f"SELECT min(id) FROM messages WHERE channel = {m} AND status = {m} "
         f"AND received_at >= {m}", (channel, Status.RECEIVED.value, since)).scalar()
+
+
+def arrival_prefix(rows: list[QueuedDelivery], floor: int | None) -> list[QueuedDelivery]:
+    """The longest run of rows from the first (they come in delivery id order) that no
+    message left behind is older than: no row after the run, and no message not yet
+    routed (`floor`, the oldest such message id, or None).
+
+    The queue's cursor moves to the last row it is given, so a row left out comes back
+    in a later claim; one older than a row already given would then be sent after it.
+    """
+    after = [0] * (len(rows) + 1)
+    after[len(rows)] = floor if floor is not None else 1 << 62
+    for i in range(len(rows) - 1, -1, -1):
+        after[i] = min(rows[i].message_id, after[i + 1])
+    best, newest = 0, 0
+    for i, row in enumerate(rows, 1):
+        newest = max(newest, row.message_id)
+        if newest < after[i]:
+            best = i
+    return rows[:best]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from engine.store.deliveries import (
     DeliveryWrites,
     QueuedDelivery,
     Routing,
+    arrival_prefix,
     claim_lanes,
     fetch_held_lanes,
     fetch_queued,
@@ -482,20 +482,19 @@ class Store:
         """What a node may deliver next for one destination, and which lanes are held.
 
         One process owns a SQLite store, so there it is a plain read. On PostgreSQL the
-        rows stop before the first one whose message has an older message of the channel
-        still waiting for routing on some node (`routed_before`, looking back as far as a
-        lease lasts), then only lanes whose lease this node holds are kept, and their rows
-        are locked with SKIP LOCKED, the claim ending before the first skipped row
-        (`claim_lanes`): a later message of a lane must never go first.
+        rows stop where a message left behind would be older than one given: not routed
+        yet on some node (`routed_before`, looking back as far as a lease lasts) or routed
+        after a younger one (`arrival_prefix`). Then only lanes whose lease this node holds
+        are kept, and their rows are locked with SKIP LOCKED, the claim ending before the
+        first skipped row (`claim_lanes`): a later message of a lane must never go first.
         """
         with self.engine.connect() as conn:
             lease_us = int(lease_seconds * 1e6)
             floor = (routed_before(conn, self._marker, channel, now_us() - lease_us)
                      if self._shared else None)
             rows = fetch_queued(conn, self._marker, channel, destination, after_id, limit)
-            if floor is not None:
-                rows = list(takewhile(lambda r: r.message_id < floor, rows))
             if self._shared:
+                rows = arrival_prefix(rows, floor)
                 rows = claim_lanes(conn, self._marker, channel, destination, rows, node,
                                    now_us(), lease_us)
             held = fetch_held_lanes(conn, self._marker, channel, destination)
