@@ -89,6 +89,9 @@ class DestinationQueue:
         self._on_final = on_final
         self._lanes: dict[str, Lane] = {}
         self._known: set[int] = set()
+        # Rows whose outcome committed while a read was under way: that read may still
+        # hold them as QUEUED, and taking them again would send them twice.
+        self._settled_during_read: set[int] = set()
         self._held: set[str] = set()
         self._holding: set[str] = set()
         self._cursor = 0
@@ -181,6 +184,7 @@ class DestinationQueue:
             self._rescan_call = self._clock.callLater(self._rescan_seconds, rescan)
 
     def _poll(self) -> None:
+        self._settled_during_read.clear()
         after = 0 if self._rescan else self._cursor
         self._rescan = False
         d = self._fetch(after, self._batch)
@@ -197,13 +201,14 @@ class DestinationQueue:
         self._held = held | self._holding
         for row in rows:
             self._cursor = max(self._cursor, row.id)
-            if row.id in self._known:
+            if row.id in self._known or row.id in self._settled_during_read:
                 continue
             self._known.add(row.id)
             lane = self._lanes.get(row.lane_key)
             if lane is None:
                 lane = self._lanes[row.lane_key] = Lane(row.lane_key)
             lane.add(row)
+        self._settled_during_read.clear()
         self._polling = False
         if len(rows) >= self._batch or self._poll_again:
             self._poll_again = False
@@ -290,6 +295,8 @@ class DestinationQueue:
 
         def committed(_: Any) -> None:
             self._known.discard(head.id)
+            if self._polling:
+                self._settled_during_read.add(head.id)
             if held_lane is not None:
                 self._holding.discard(held_lane)
             if self._on_final is not None:
