@@ -12,7 +12,7 @@ The bare Twisted + SQLite ceiling (`ceiling_twisted_sqlite.py`, as bench/ingest.
 is driven with the same message in the same run, for a ratio: absolute rates drift
 between runs on shared machines.
 
-    .venv/bin/python bench/end_to_end.py [--duration 15] [--connections 10]
+    .venv/bin/python bench/end_to_end.py [--duration 15] [--connections 10 100]
 """
 
 from __future__ import annotations
@@ -212,45 +212,52 @@ def run_ceiling(workdir: Path, connections: int, duration: float,
         stop(proc)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--connections", type=int, default=10)
-    parser.add_argument("--json-out", type=Path,
-                        default=REPO / "bench" / "results" / "end_to_end.json")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="interlink-e2e-") as tmp:
-        corpus = Path(tmp) / "corpus"
-        corpus.mkdir()
-        shutil.copy(MESSAGE, corpus)
-        ceiling = run_ceiling(Path(tmp), args.connections, args.duration, corpus)
-        engine = run_engine(Path(tmp), args.connections, args.duration, corpus)
-
+def report(connections: int, duration: float, ceiling: dict[str, Any],
+           engine: dict[str, Any]) -> dict[str, Any]:
+    """Print one run's figures; returns its row for the JSON file."""
     load_ok = bool(engine["load"]["ok"])
     steady = engine["queue"]["growth_per_s"] < 0.02 * engine["received_per_s"]
     ratio = engine["received_per_s"] / ceiling["msgs_per_s"] if ceiling["msgs_per_s"] else 0.0
     lat, queue = engine["latency_ms"], engine["queue"]
-    print(f"message: {MESSAGE.name} ({engine['load']['message_bytes']} bytes), "
-          f"{args.connections} connections, {args.duration:g} s of load")
-    print(f"ceiling (bare Twisted + SQLite, ACK only)  {ceiling['msgs_per_s']:>9,.0f} msg/s")
-    print(f"interlink received (ACKed, stored)         {engine['received_per_s']:>9,.0f} msg/s"
+    print(f"\n{connections} connections, {duration:g} s of load, message {MESSAGE.name} "
+          f"({engine['load']['message_bytes']} bytes)")
+    print(f"  ceiling (bare Twisted + SQLite, ACK only)  {ceiling['msgs_per_s']:>9,.0f} msg/s")
+    print(f"  interlink received (ACKed, stored)         {engine['received_per_s']:>9,.0f} msg/s"
           f"   ACK p50/p99 {engine['load']['latency_ms']['p50']:.2f}/"
           f"{engine['load']['latency_ms']['p99']:.2f} ms")
-    print(f"interlink delivered (EHR ACKed, SENT)      {engine['delivered_per_s']:>9,.0f} msg/s"
+    print(f"  interlink delivered (EHR ACKed, SENT)      {engine['delivered_per_s']:>9,.0f} msg/s"
           f"   delivery p50/p99 {lat['p50']:.1f}/{lat['p99']:.1f} ms (max {lat['max']:.0f})")
-    print(f"received / ceiling                         {ratio:>9.1%}")
-    print(f"queue depth during load: max {queue['max']}, at end {queue['at_end_of_load']}, "
+    print(f"  received / ceiling                         {ratio:>9.1%}")
+    print(f"  queue during load: max {queue['max']}, at end {queue['at_end_of_load']}, "
           f"trend {queue['growth_per_s']:+.1f} msg/s -> "
           f"{'not growing' if steady else 'GROWING'}; drained "
           f"{engine['drain_seconds']:.1f} s after the load ({engine['drained']})")
-    print(f"store: {engine['statuses']}; EHR got {engine['ehr_received']} "
+    print(f"  store: {engine['statuses']}; EHR got {engine['ehr_received']} "
           f"({engine['ehr_duplicates']} more than once); every ACK positive: {load_ok}")
+    return {"connections": connections, "duration": duration, "ceiling": ceiling,
+            "interlink": engine, "ratio": round(ratio, 3), "queue_growing": not steady,
+            "ok": load_ok and engine["drained"] and engine["ehr_duplicates"] == 0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--connections", type=int, nargs="+", default=[10])
+    parser.add_argument("--json-out", type=Path,
+                        default=REPO / "bench" / "results" / "end_to_end.json")
+    args = parser.parse_args()
+    rows = []
+    for n in args.connections:
+        with tempfile.TemporaryDirectory(prefix="interlink-e2e-") as tmp:
+            corpus = Path(tmp) / "corpus"
+            corpus.mkdir()
+            shutil.copy(MESSAGE, corpus)
+            ceiling = run_ceiling(Path(tmp), n, args.duration, corpus)
+            engine = run_engine(Path(tmp), n, args.duration, corpus)
+        rows.append(report(n, args.duration, ceiling, engine))
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps({"connections": args.connections,
-                                         "duration": args.duration, "ceiling": ceiling,
-                                         "interlink": engine, "ratio": round(ratio, 3)},
-                                        indent=2))
-    return 0 if load_ok and engine["drained"] else 1
+    args.json_out.write_text(json.dumps(rows, indent=2))
+    return 0 if all(row["ok"] for row in rows) else 1
 
 
 if __name__ == "__main__":
