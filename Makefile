@@ -25,6 +25,7 @@ lint: $(BIN)/interlink
 
 bench: $(BIN)/interlink
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/end_to_end.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
