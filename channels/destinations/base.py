@@ -52,6 +52,8 @@ class Envelope:
     attempt: int
     received_at: float
     """Epoch seconds."""
+    lane: str = ""
+    """The delivery's lane key: a connector with several connections keeps a lane on one."""
 
 
 class Destination(Protocol):

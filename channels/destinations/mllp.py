@@ -8,12 +8,13 @@ configured policy, and an ACK whose MSA-2 names another message is never taken a
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from twisted.application.internet import backoffPolicy
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.failure import Failure
 
 from channels.destinations.base import DeliveryResult, Envelope, Verdict
@@ -71,6 +72,8 @@ class MLLPDestinationConfig(BaseModel):
     ack_timeout_seconds: float = Field(30.0, gt=0)
     connect_timeout_seconds: float = Field(30.0, gt=0)
     reconnect_max_seconds: float = Field(60.0, gt=0)
+    connections: int = Field(
+        1, ge=1, le=64, description="Parallel connections; each lane keeps to one of them.")
     on_ae: OnNegative = "retry"
     on_ar: OnNegative = "fail"
     check_control_id: bool = True
@@ -122,7 +125,12 @@ def _sent_control_id(payload: bytes, envelope: Envelope) -> str:
 
 
 class MLLPDestination:
-    """A Destination that keeps one MLLP connection to its peer."""
+    """A Destination that keeps `connections` MLLP connections to its peer.
+
+    MLLP allows one message in flight per connection. Deliveries of one lane always use
+    the same connection (by a stable hash of the lane key), so a lane keeps its order
+    while different lanes are delivered in parallel.
+    """
 
     def __init__(
         self,
@@ -135,35 +143,45 @@ class MLLPDestination:
     ) -> None:
         self.name = name
         self.config = config
-        self._sender = MLLPSender(
-            reactor,
-            (config.host, config.port),
-            tls=config.tls.settings() if config.tls is not None else None,
-            ack_timeout=config.ack_timeout_seconds,
-            connect_timeout=config.connect_timeout_seconds,
-            clock=clock,
-            retry_policy=retry_policy
-            or backoffPolicy(initialDelay=1.0, maxDelay=config.reconnect_max_seconds, factor=2.0),
-        )
+        self._senders = [
+            MLLPSender(
+                reactor,
+                (config.host, config.port),
+                tls=config.tls.settings() if config.tls is not None else None,
+                ack_timeout=config.ack_timeout_seconds,
+                connect_timeout=config.connect_timeout_seconds,
+                clock=clock,
+                retry_policy=retry_policy or backoffPolicy(
+                    initialDelay=1.0, maxDelay=config.reconnect_max_seconds, factor=2.0),
+            )
+            for _ in range(config.connections)
+        ]
 
     def start(self) -> None:
-        self._sender.start()
+        for sender in self._senders:
+            sender.start()
 
     def stop(self) -> Deferred[None]:
-        return self._sender.stop()
+        return DeferredList([s.stop() for s in self._senders]).addCallback(lambda _: None)
+
+    def _sender_for(self, lane: str) -> MLLPSender:
+        if len(self._senders) == 1:
+            return self._senders[0]
+        return self._senders[zlib.crc32(lane.encode("utf-8")) % len(self._senders)]
 
     def send(self, payload: bytes, envelope: Envelope) -> Deferred[DeliveryResult]:
         """Write the payload and judge the answer; delivery problems come back as RETRY."""
         control_id = _sent_control_id(payload, envelope)
-        return self._sender.send(payload).addCallbacks(
-            self._answered, self._not_answered, callbackArgs=(control_id,)
+        sender = self._sender_for(envelope.lane)
+        return sender.send(payload).addCallbacks(
+            self._answered, self._not_answered, callbackArgs=(control_id, sender)
         )
 
-    def _answered(self, ack: bytes, control_id: str) -> DeliveryResult:
+    def _answered(self, ack: bytes, control_id: str, sender: MLLPSender) -> DeliveryResult:
         result = judge_ack(ack, control_id, self.config)
         if result.detail == ANOTHER_MESSAGE:
             # The answer that is really ours may still be on its way: start afresh.
-            self._sender.reset()
+            sender.reset()
         return result
 
     def _not_answered(self, reason: Failure) -> DeliveryResult:

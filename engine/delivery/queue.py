@@ -236,7 +236,7 @@ class DestinationQueue:
         else:
             envelope = Envelope(head.message_id, self.channel, self.name,
                                 head.control_id, head.message_type, head.attempts + 1,
-                                head.received_at / 1e6)
+                                head.received_at / 1e6, head.lane_key)
             result = defer.maybeDeferred(self.destination.send, head.payload, envelope)
         self._inflight.add(result)
         result.addErrback(lambda f: DeliveryResult(Verdict.RETRY, detail=f.type.__name__))

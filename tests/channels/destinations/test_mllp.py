@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -349,3 +350,40 @@ class MLLPDestinationAnswersTest(DestinationTest):
         self.assertEqual(outcome.verdict, Verdict.RETRY)
         self.assertIn("ConnectionRefusedError", outcome.detail)
         self.assertNotIn("PUMP0001", outcome.detail)
+
+
+class MLLPDestinationConnectionsTest(DestinationTest):
+    """With several connections, each lane keeps to one of them and keeps its order."""
+
+    @inlineCallbacks
+    def test_lanes_spread_over_connections_and_keep_their_order(self) -> Any:
+        """Sends of six lanes in flight at once: each lane on one connection, in order."""
+        seen: list[tuple[int, str]] = []
+
+        class Tagging(Receiver):
+            def dataReceived(self, data: bytes) -> None:
+                for event in self._decoder.feed(data):
+                    if isinstance(event, Frame):
+                        control_id = event.payload.split(b"\r")[0].split(b"|")[9].decode()
+                        seen.append((id(self), control_id))
+                        self.transport.write(encode(ack("AA", event.payload)))
+
+        factory = Factory.forProtocol(lambda: Tagging(lambda _: None, self.connections))
+        listening = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(self._all_gone)
+        self.addCleanup(listening.stopListening)
+        dest = self.destination(listening.getHost().port, connections=3)
+        lanes = [f"MRN{n}" for n in range(6)]
+        sends = []
+        for n in range(5):
+            for lane in lanes:
+                control_id = f"{lane}-{n}"
+                sends.append(dest.send(with_id(control_id), replace(
+                    envelope(control_id), lane=lane)))
+        results = yield gatherResults(sends)
+        self.assertEqual({r.verdict for r in results}, {Verdict.SENT})
+        for lane in lanes:
+            mine = [(conn, cid) for conn, cid in seen if cid.startswith(lane + "-")]
+            self.assertEqual([cid for _, cid in mine], [f"{lane}-{n}" for n in range(5)])
+            self.assertEqual(len({conn for conn, _ in mine}), 1)
+        self.assertGreater(len({conn for conn, _ in seen}), 1)
