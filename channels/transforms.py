@@ -66,6 +66,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
@@ -417,8 +418,19 @@ def _rename_code(step: RenameCodeStep) -> StepFunction:
     old, new = step.from_, step.to
     replacements = [(1, new.code), (2, new.text), (3, new.system)]
 
+    def candidates(message: EditableMessage) -> list[Path]:
+        # A code written without escapes shows as itself in its segment's text: only the
+        # segments that mention it can hold it (most OBX of a PCD-01 message do not).
+        d = message.delimiters
+        if path.segment_index is not None or not old.code or any(
+                ch in old.code for ch in (d.field, d.component, d.repetition, d.escape,
+                                          d.subcomponent)):
+            return message.locations(path)
+        return [location for k in message.mentioning(path.segment, old.code)
+                for location in message.locations(replace(path, segment_index=k))]
+
     def run(message: EditableMessage) -> None:
-        for location in message.locations(path):
+        for location in candidates(message):
             if message.get(_component(location, 1)) != old.code:
                 continue
             if old.system and message.get(_component(location, 3)) != old.system:

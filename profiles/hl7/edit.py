@@ -188,6 +188,12 @@ class EditableMessage:
         d = self.delimiters
         return _select(_select(raw, d.component, path.component), d.subcomponent, path.subcomponent)
 
+    def mentioning(self, name: str, text: str) -> list[int]:
+        """Numbers (1-based, among segments named ``name``) of those whose text as written
+        contains ``text``: a cheap first pass before reading fields one by one."""
+        return [k for k, i in enumerate(self._indices(name), 1)
+                if text in self._segment_text(i)]
+
     def locations(self, path: str | Path) -> list[Path]:
         """Each single place ``path`` covers now, one per segment and repetition.
 

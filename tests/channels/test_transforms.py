@@ -223,6 +223,16 @@ def test_rename_code_in_every_repetition() -> None:
     assert message.get_all("OBX-3") == ["Z^^Y", "Z^^Y", "B^c^X"]
 
 
+def test_rename_code_finds_codes_that_are_escaped_or_only_a_prefix_elsewhere() -> None:
+    """A code written with escapes is still found, and a code that merely starts another
+    segment's code is not renamed there."""
+    raw = ADT + "OBX|1|CE|A\\T\\B^amp^X\rOBX|2|CE|15^n^X\rOBX|3|CE|150^m^X\r"
+    message = apply([{"rename_code": "OBX-3", "from": {"code": "A&B", "system": "X"},
+                      "to": "C^^X"},
+                     {"rename_code": "OBX-3", "from": "15^^X", "to": "16^^X"}], raw)
+    assert message.get_all("OBX-3.1") == ["C", "16", "150"]
+
+
 def test_code_reads_back_as_written() -> None:
     """A rename step serialises to the code^text^system notation it was written in."""
     step = STEPS.validate_python([{"rename_code": "OBX-3", "from": "1^a^B", "to": {"code": "2"}}])[
