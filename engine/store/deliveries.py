@@ -106,10 +106,10 @@ class DeliveryWrites:
         m = self._m
         delivery_rows: list[tuple[Any, ...]] = []
         content_rows: list[tuple[Any, ...]] = []
-        status_rows: list[tuple[Any, ...]] = []
+        by_status: dict[tuple[str, str | None], list[int]] = {}
         encoded = ContentKind.ENCODED.value
         for r in routings:
-            status_rows.append((r.status.value, r.error, now, r.message_id))
+            by_status.setdefault((r.status.value, r.error), []).append(r.message_id)
             for d in r.deliveries:
                 delivery_rows.append((r.message_id, r.channel, d.destination, d.status.value,
                                       d.lane_key, 0, now, None, 0, d.reason or None, now))
@@ -126,10 +126,14 @@ class DeliveryWrites:
                 detail["filtered"] = ",".join(filtered)
             events.append(AuditEvent(now, ENGINE_ACTOR, "message.routed", r.message_id,
                                      r.channel, detail))
-        if status_rows:
-            conn.exec_driver_sql(
-                f"UPDATE messages SET status = {m}, error = {m}, updated_at = {m} "
-                f"WHERE id = {m}", status_rows)
+        # One statement per distinct outcome (nearly always just QUEUED), not one per row:
+        # each statement step may wait for the interpreter lock behind the reactor.
+        for (status, error), ids in by_status.items():
+            for start in range(0, len(ids), 10000):
+                chunk = ids[start:start + 10000]
+                conn.exec_driver_sql(
+                    f"UPDATE messages SET status = {m}, error = {m}, updated_at = {m} "
+                    f"WHERE id IN ({self._markers(len(chunk))})", (status, error, now, *chunk))
         if delivery_rows:
             self._insert_delivery.execute(conn, delivery_rows)
         if content_rows:
@@ -141,12 +145,24 @@ class DeliveryWrites:
         if not outcomes:
             return
         m = self._m
-        conn.exec_driver_sql(
-            f"UPDATE deliveries SET status = {m}, attempts = {m}, next_attempt_at = {m}, "
-            f"first_attempt_at = {m}, held = {m}, last_error = {m}, updated_at = {m} "
-            f"WHERE id = {m}",
-            [(o.status.value, o.attempts, o.next_attempt_at, o.first_attempt_at,
-              1 if o.held else 0, o.error, now, o.delivery_id) for o in outcomes])
+        sent_first_time = [o for o in outcomes if o.status is Status.SENT and o.attempts == 1]
+        others = [o for o in outcomes if not (o.status is Status.SENT and o.attempts == 1)]
+        # The common outcome (delivered at the first attempt) in one statement per chunk.
+        for start in range(0, len(sent_first_time), 10000):
+            chunk = sent_first_time[start:start + 10000]
+            conn.exec_driver_sql(
+                f"UPDATE deliveries SET status = {m}, attempts = 1, next_attempt_at = {m}, "
+                f"first_attempt_at = COALESCE(first_attempt_at, {m}), held = 0, "
+                f"last_error = NULL, updated_at = {m} "
+                f"WHERE id IN ({self._markers(len(chunk))})",
+                (Status.SENT.value, now, now, now, *(o.delivery_id for o in chunk)))
+        if others:
+            conn.exec_driver_sql(
+                f"UPDATE deliveries SET status = {m}, attempts = {m}, next_attempt_at = {m}, "
+                f"first_attempt_at = {m}, held = {m}, last_error = {m}, updated_at = {m} "
+                f"WHERE id = {m}",
+                [(o.status.value, o.attempts, o.next_attempt_at, o.first_attempt_at,
+                  1 if o.held else 0, o.error, now, o.delivery_id) for o in others])
         responses = [(o.message_id, ContentKind.RESPONSE.value, o.destination, now, o.response)
                      for o in outcomes if o.response is not None]
         if responses:
@@ -160,7 +176,32 @@ class DeliveryWrites:
                 detail["held"] = 1
             events.append(AuditEvent(now, ENGINE_ACTOR, "delivery." + o.status.value.lower(),
                                      o.message_id, o.channel, detail))
-        self.resummarise(conn, {o.message_id: o.channel for o in outcomes}, now, events)
+        touched = {o.message_id: o.channel for o in outcomes}
+        for mid in self._all_sent(conn, sorted({o.message_id for o in outcomes
+                                                if o.status is Status.SENT}), now):
+            events.append(AuditEvent(now, ENGINE_ACTOR, "message.status", mid,
+                                     touched.pop(mid), {"status": Status.SENT.value}))
+        self.resummarise(conn, touched, now, events)
+
+    def _all_sent(self, conn: Connection, ids: list[int], now: int) -> list[int]:
+        """Mark SENT the messages whose deliveries are now all done; returns their ids.
+
+        One statement for the usual case (every destination delivered); anything else
+        is left to `resummarise`.
+        """
+        m = self._m
+        done: list[int] = []
+        for start in range(0, len(ids), 10000):
+            chunk = ids[start:start + 10000]
+            rows = conn.exec_driver_sql(
+                f"UPDATE messages SET status = {m}, updated_at = {m} "
+                f"WHERE id IN ({self._markers(len(chunk))}) AND status <> {m} "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id "
+                f"AND d.status NOT IN ({m}, {m})) RETURNING id",
+                (Status.SENT.value, now, *chunk, Status.SENT.value, Status.SENT.value,
+                 Status.FILTERED.value))
+            done.extend(sorted(r[0] for r in rows))
+        return done
 
     def resummarise(self, conn: Connection, message_channels: dict[int, str], now: int,
                     events: list[AuditEvent]) -> None:
