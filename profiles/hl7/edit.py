@@ -34,7 +34,7 @@ from typing import Literal, Protocol
 from profiles.hl7.charsets import codec_for
 from profiles.hl7.delimiters import Delimiters
 from profiles.hl7.escape import escape, unescape
-from profiles.hl7.message import Message, Segment
+from profiles.hl7.message import Message, Segment, select_part
 from profiles.hl7.path import Path
 
 MissingSegment = Literal["append", "skip", "error"]
@@ -62,15 +62,6 @@ class EditError(ValueError):
 
 def _path(path: str | Path) -> Path:
     return path if isinstance(path, Path) else Path.parse(path)
-
-
-def _select(text: str, separator: str, index: int | None) -> str:
-    if index is None:
-        return text
-    if separator not in text:
-        return text if index == 1 else ""
-    parts = text.split(separator)
-    return parts[index - 1] if index <= len(parts) else ""
 
 
 def _trimmed(parts: list[str]) -> list[str]:
@@ -186,7 +177,8 @@ class EditableMessage:
         if path.segment == "MSH" and path.field in (1, 2):
             return raw if (path.component or 1, path.subcomponent or 1) == (1, 1) else ""
         d = self.delimiters
-        return _select(_select(raw, d.component, path.component), d.subcomponent, path.subcomponent)
+        component = select_part(raw, d.component, path.component)
+        return select_part(component, d.subcomponent, path.subcomponent)
 
     def mentioning(self, name: str, text: str) -> list[int]:
         """Numbers (1-based, among segments named ``name``) of those whose text as written
@@ -355,8 +347,8 @@ class EditableMessage:
         d = self.delimiters
         if path.segment == "MSH" and path.field in (1, 2):
             return text if (path.component or 1, path.subcomponent or 1) == (1, 1) else ""
-        text = _select(text, d.component, path.component)
-        text = _select(text, d.subcomponent, path.subcomponent)
+        text = select_part(text, d.component, path.component)
+        text = select_part(text, d.subcomponent, path.subcomponent)
         if path.subcomponent is None and d.subcomponent in text:
             return text
         if path.component is None and d.component in text:

@@ -63,7 +63,8 @@ class Segment:
         return text.split(self.delimiters.repetition)
 
 
-def _select(text: str, separator: str, index: int | None) -> str:
+def select_part(text: str, separator: str, index: int | None) -> str:
+    """Part `index` (1-based) of `text` split on `separator`; all of it for None."""
     if index is None:
         return text
     if separator not in text:
@@ -145,8 +146,8 @@ class Message:
         if path.segment == "MSH" and path.field in (1, 2):
             deeper = (path.component or 1, path.subcomponent or 1)
             return text if deeper == (1, 1) else ""
-        text = _select(text, d.component, path.component)
-        text = _select(text, d.subcomponent, path.subcomponent)
+        text = select_part(text, d.component, path.component)
+        text = select_part(text, d.subcomponent, path.subcomponent)
         if path.subcomponent is None and d.subcomponent in text:
             return text
         if path.component is None and d.component in text:
