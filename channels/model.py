@@ -19,6 +19,7 @@ from channels.rules import Condition, FieldPath
 from channels.sources.file import FileSourceConfig
 from channels.sources.http import HTTPSourceConfig
 from channels.transforms import OutputFormat, TransformStep
+from mllp.endpoints import TLSSettings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
@@ -30,7 +31,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceTLS(Strict):
+class ListenerTLS(Strict):
     """Server certificate and, optionally, the client certificates the listener requires."""
 
     certificate: Path
@@ -38,11 +39,15 @@ class SourceTLS(Strict):
     ca_certificates: Path | None = None
     require_client_certificate: bool = False
 
+    def settings(self) -> TLSSettings:
+        """The TLS settings `mllp.endpoints.server_endpoint` takes."""
+        return TLSSettings(self.certificate, self.private_key, self.ca_certificates,
+                           self.require_client_certificate)
 
-class MLLPSourceConfig(Strict):
-    """An MLLP listener of the channel's own."""
 
-    type: Literal["mllp"]
+class MLLPListenerConfig(Strict):
+    """An MLLP listener: the engine's own (engine file) or a channel's (`source:`)."""
+
     port: int = Field(ge=0, le=65535)
     interface: str = "127.0.0.1"
     endpoint: str | None = Field(
@@ -50,11 +55,17 @@ class MLLPSourceConfig(Strict):
     max_frame_bytes: int = Field(16 * 1024 * 1024, gt=0)
     idle_timeout_seconds: float | None = Field(300.0, gt=0)
     max_connections: int = Field(1000, gt=0)
-    tls: SourceTLS | None = None
+    tls: ListenerTLS | None = None
 
     def endpoint_description(self) -> str:
         """The Twisted server endpoint string this listener binds."""
         return self.endpoint or f"tcp:{self.port}:interface={self.interface}:backlog=1024"
+
+
+class MLLPSourceConfig(MLLPListenerConfig):
+    """An MLLP listener of the channel's own."""
+
+    type: Literal["mllp"]
 
 
 SourceConfig = Annotated[

@@ -11,46 +11,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from channels.configfile import ConfigError, ConfigIssue, load_yaml, validate
+from channels.model import MLLPListenerConfig, Strict
 
 DEFAULT_CONFIG = Path("conf/interlink.yaml")
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors: a typo must never be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TLSConfig(Strict):
-    """Server certificate and, optionally, client certificates the listener requires."""
-
-    certificate: Path
-    private_key: Path
-    ca_certificates: Path | None = None
-    require_client_certificate: bool = False
-
-
-class MLLPConfig(Strict):
+class MLLPConfig(MLLPListenerConfig):
     """The engine's MLLP listener and the channel its messages belong to."""
 
     port: int = Field(2575, ge=0, le=65535)
-    interface: str = "127.0.0.1"
-    endpoint: str | None = Field(
-        None, description="A full Twisted endpoint string; overrides port and interface.")
     channel: str = Field("inbound", min_length=1, max_length=128)
-    max_frame_bytes: int = Field(16 * 1024 * 1024, gt=0)
-    idle_timeout_seconds: float | None = Field(300.0, gt=0)
-    max_connections: int = Field(1000, gt=0)
-    tls: TLSConfig | None = None
-
-    def endpoint_description(self) -> str:
-        """The Twisted server endpoint string this listener binds."""
-        if self.endpoint:
-            return self.endpoint
-        return f"tcp:{self.port}:interface={self.interface}:backlog=1024"
 
 
 class StoreConfig(Strict):

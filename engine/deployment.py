@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from channels.catalog import Catalog, LoadedChannel
 from channels.destinations.base import Destination
 from channels.destinations.registry import ChannelLinkConfig, build_destination
-from channels.model import ChannelConfig, DestinationSpec, MLLPSourceConfig
+from channels.model import ChannelConfig, DestinationSpec, MLLPListenerConfig, MLLPSourceConfig
 from channels.pipeline import ChannelPipeline
 from channels.sources.file import FileSource, FileSourceConfig
 from channels.sources.http import HTTPSourceConfig, listen_http
@@ -29,7 +29,7 @@ from engine.delivery.queue import DestinationQueue, OnExhausted
 from engine.delivery.retry import RetryPolicy
 from engine.link import ChannelLink
 from engine.store.status import Status
-from mllp.endpoints import TLSSettings, server_endpoint
+from mllp.endpoints import server_endpoint
 from mllp.server import MLLPServerFactory
 
 log = Logger()
@@ -59,6 +59,18 @@ class DeployedChannel:
     @property
     def config(self) -> ChannelConfig:
         return self.loaded.config
+
+
+def listen_mllp(reactor: Any, config: MLLPListenerConfig, handler: Any) -> defer.Deferred[Any]:
+    """Start an MLLP listener (the engine's own or a channel's) for a frame handler."""
+    factory = MLLPServerFactory(
+        handler, max_frame_bytes=config.max_frame_bytes,
+        idle_timeout=config.idle_timeout_seconds,
+        max_connections=config.max_connections, clock=reactor)
+    factory.noisy = False
+    tls = config.tls.settings() if config.tls is not None else None
+    endpoint = server_endpoint(reactor, config.endpoint_description(), tls)
+    return defer.ensureDeferred(endpoint.listen(factory))
 
 
 def retry_policy(spec: DestinationSpec) -> RetryPolicy:
@@ -213,18 +225,7 @@ class Deployment:
             return
         receive = self._receiver_for(name)
         if isinstance(source, MLLPSourceConfig):
-            factory = MLLPServerFactory(
-                receive, max_frame_bytes=source.max_frame_bytes,
-                idle_timeout=source.idle_timeout_seconds,
-                max_connections=source.max_connections, clock=self._reactor)
-            factory.noisy = False
-            tls = None
-            if source.tls is not None:
-                t = source.tls
-                tls = TLSSettings(t.certificate, t.private_key, t.ca_certificates,
-                                  t.require_client_certificate)
-            endpoint = server_endpoint(self._reactor, source.endpoint_description(), tls)
-            deployed.port = await endpoint.listen(factory)
+            deployed.port = await listen_mllp(self._reactor, source, receive)
         elif isinstance(source, HTTPSourceConfig):
             deployed.port = await listen_http(self._reactor, source,
                                               receive.frame_received)

@@ -23,7 +23,7 @@ from channels.catalog import load_catalog
 from channels.ids import ControlIdSource
 from channels.mllp_source import MLLPSource
 from engine.config import EngineConfig
-from engine.deployment import Deployment
+from engine.deployment import Deployment, listen_mllp
 from engine.ingest import Ingest
 from engine.router import Router
 from engine.store.deliveries import Routing
@@ -32,8 +32,6 @@ from engine.store.store import Store, open_store
 from engine.threads import DaemonThreadPool
 from engine.watch import DeliveryWatch
 from engine.writer import GroupCommitWriter
-from mllp.endpoints import TLSSettings, server_endpoint
-from mllp.server import MLLPServerFactory
 
 log = Logger()
 
@@ -55,7 +53,6 @@ class EngineService(Service):
         self.router: Router | None = None
         self.deployment: Deployment | None = None
         self.watch = DeliveryWatch(reactor)
-        self.factory: MLLPServerFactory | None = None
         self.port: Any = None
         self.admin_port: Any = None
         self._readers = DaemonThreadPool(minthreads=1, maxthreads=2, name="store-reader")
@@ -118,21 +115,7 @@ class EngineService(Service):
                              self._routed)
         await self.reload()
         self.router.recover(self.store)
-        self.factory = MLLPServerFactory(
-            self.source_for(cfg.mllp.channel),
-            max_frame_bytes=cfg.mllp.max_frame_bytes,
-            idle_timeout=cfg.mllp.idle_timeout_seconds,
-            max_connections=cfg.mllp.max_connections,
-            clock=self.reactor,
-        )
-        self.factory.noisy = False
-        tls = None
-        if cfg.mllp.tls is not None:
-            t = cfg.mllp.tls
-            tls = TLSSettings(t.certificate, t.private_key, t.ca_certificates,
-                              t.require_client_certificate)
-        endpoint = server_endpoint(self.reactor, cfg.mllp.endpoint_description(), tls)
-        self.port = await endpoint.listen(self.factory)
+        self.port = await listen_mllp(self.reactor, cfg.mllp, self.source_for(cfg.mllp.channel))
         address = self.port.getHost()
         log.info("MLLP listening on {host}:{port} for channel {channel}",
                  host=address.host, port=address.port, channel=cfg.mllp.channel)
