@@ -124,6 +124,9 @@ def _relative_to(config: ChannelConfig, base: Path) -> ChannelConfig:
     source = config.source
     if isinstance(source, FileSourceConfig):
         config = config.model_copy(update={"source": source.relative_to(base)})
+    if isinstance(source, MLLPSourceConfig) and source.tls is not None:
+        config = config.model_copy(update={"source": source.model_copy(
+            update={"tls": source.tls.relative_to(base)})})
     destinations = [
         spec.model_copy(update={"to": spec.to.model_copy(
             update={"directory": base / spec.to.directory})})

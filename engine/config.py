@@ -104,11 +104,6 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> EngineCo
     base = path.parent
     config = config.model_copy(update={"channels_dir": base / config.channels_dir})
     if config.mllp.tls is not None:
-        tls = config.mllp.tls
-        config = config.model_copy(update={"mllp": config.mllp.model_copy(update={
-            "tls": tls.model_copy(update={
-                "certificate": base / tls.certificate,
-                "private_key": base / tls.private_key,
-                "ca_certificates": base / tls.ca_certificates if tls.ca_certificates else None,
-            })})})
+        config = config.model_copy(update={"mllp": config.mllp.model_copy(
+            update={"tls": config.mllp.tls.relative_to(base)})})
     return config

@@ -204,3 +204,18 @@ def test_errors_inside_a_destination_connector_point_at_the_field(tmp_path: Path
     found = messages(load_catalog(tmp_path, environ={}).issues)
     assert found[0].startswith(f"{path}:7:13: destinations[0].to.port: ")
     assert found[1] == f"{path}:8:7: destinations[0].to: unknown key 'ak_timeout'"
+
+
+def test_tls_files_of_a_channel_listener_are_taken_from_the_channel_file(
+        tmp_path: Path) -> None:
+    """A channel's certificate paths are relative to its own file, as directories are."""
+    write(tmp_path, "secure.yaml", (
+        "name: secure\n"
+        "source:\n"
+        "  type: mllp\n"
+        "  port: 0\n"
+        "  tls: {certificate: tls/s.crt, private_key: tls/s.key, ca_certificates: ca.crt}\n"))
+    source = load_catalog(tmp_path, environ={}).channels["secure"].config.source
+    assert source is not None and source.tls is not None
+    assert (source.tls.certificate, source.tls.ca_certificates) == (
+        tmp_path / "tls" / "s.crt", tmp_path / "ca.crt")

@@ -59,3 +59,15 @@ def test_yaml_syntax_error_has_a_location(tmp_path: Path) -> None:
         load_config(path, environ={})
     [issue] = caught.value.issues
     assert issue.line == 3 and "YAML" in issue.message
+
+
+def test_tls_files_and_channels_dir_are_taken_from_the_engine_file(tmp_path: Path) -> None:
+    """Relative paths in the engine file are relative to the file, not the working dir."""
+    path = tmp_path / "etc" / "interlink.yaml"
+    path.parent.mkdir()
+    path.write_text("mllp:\n  tls: {certificate: tls/s.crt, private_key: tls/s.key}\n")
+    config = load_config(path, environ={})
+    assert config.mllp.tls is not None
+    assert config.mllp.tls.certificate == tmp_path / "etc" / "tls" / "s.crt"
+    assert config.mllp.tls.ca_certificates is None
+    assert config.channels_dir == tmp_path / "etc" / "channels"
