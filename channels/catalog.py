@@ -17,6 +17,8 @@ from typing import Any
 
 from channels.configfile import ConfigError, ConfigIssue, Positions, load_yaml, validate
 from channels.destinations.file import FileDestinationConfig
+from channels.destinations.http import HTTPDestinationConfig
+from channels.destinations.mllp import MLLPDestinationConfig
 from channels.destinations.registry import ChannelLinkConfig
 from channels.hooks import HookError, HookLoader
 from channels.model import ChannelConfig, MLLPSourceConfig
@@ -124,18 +126,32 @@ def _relative_to(config: ChannelConfig, base: Path) -> ChannelConfig:
     source = config.source
     if isinstance(source, FileSourceConfig):
         config = config.model_copy(update={"source": source.relative_to(base)})
-    if isinstance(source, MLLPSourceConfig) and source.tls is not None:
+    if isinstance(source, MLLPSourceConfig | HTTPSourceConfig) and source.tls is not None:
         config = config.model_copy(update={"source": source.model_copy(
             update={"tls": source.tls.relative_to(base)})})
-    destinations = [
-        spec.model_copy(update={"to": spec.to.model_copy(
-            update={"directory": base / spec.to.directory})})
-        if isinstance(spec.to, FileDestinationConfig) else spec
-        for spec in config.destinations]
+    destinations = [spec.model_copy(update={"to": _connector_relative_to(spec.to, base)})
+                    for spec in config.destinations]
     config = config.model_copy(update={"destinations": destinations})
     tests = [t.model_copy(update={"file": base / t.file}) if t.file else t
              for t in config.tests]
     return config.model_copy(update={"tests": tests})
+
+
+def _connector_relative_to(to: Any, base: Path) -> Any:
+    """A destination's directory and TLS files, relative to the channel file."""
+    def rel(path: Path | None) -> Path | None:
+        return base / path if path is not None else None
+
+    if isinstance(to, FileDestinationConfig):
+        return to.model_copy(update={"directory": base / to.directory})
+    if isinstance(to, HTTPDestinationConfig) and to.tls_ca is not None:
+        return to.model_copy(update={"tls_ca": base / to.tls_ca})
+    if isinstance(to, MLLPDestinationConfig) and to.tls is not None:
+        t = to.tls
+        return to.model_copy(update={"tls": t.model_copy(update={
+            "ca_certificates": rel(t.ca_certificates), "certificate": rel(t.certificate),
+            "private_key": rel(t.private_key)})})
+    return to
 
 
 def _locate_compile_error(file: str, data: Any, positions: Positions,

@@ -18,8 +18,8 @@ from channels.preprocess import PreprocessStep
 from channels.rules import Condition, FieldPath
 from channels.sources.file import FileSourceConfig
 from channels.sources.http import HTTPSourceConfig
+from channels.tls import ListenerTLS
 from channels.transforms import OutputFormat, TransformStep
-from mllp.endpoints import TLSSettings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
@@ -29,28 +29,6 @@ class Strict(BaseModel):
     """Unknown keys are errors: a typo must never be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ListenerTLS(Strict):
-    """Server certificate and, optionally, the client certificates the listener requires."""
-
-    certificate: Path
-    private_key: Path
-    ca_certificates: Path | None = None
-    require_client_certificate: bool = False
-
-    def relative_to(self, base: Path) -> ListenerTLS:
-        """These files taken relative to `base` (the directory of the file naming them)."""
-        return self.model_copy(update={
-            "certificate": base / self.certificate,
-            "private_key": base / self.private_key,
-            "ca_certificates": base / self.ca_certificates if self.ca_certificates else None,
-        })
-
-    def settings(self) -> TLSSettings:
-        """The TLS settings `mllp.endpoints.server_endpoint` takes."""
-        return TLSSettings(self.certificate, self.private_key, self.ca_certificates,
-                           self.require_client_certificate)
 
 
 class MLLPListenerConfig(Strict):

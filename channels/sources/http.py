@@ -21,7 +21,6 @@ never message content.
 from __future__ import annotations
 
 from io import BytesIO
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -31,6 +30,7 @@ from twisted.logger import Logger
 from twisted.web import pages, resource, server
 
 from channels.sources import Receive
+from channels.tls import ListenerTLS
 from mllp.endpoints import TLSSettings, server_endpoint
 
 log = Logger()
@@ -41,15 +41,8 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 IDLE_TIMEOUT_SECONDS = 300
 
 
-class HTTPTLSConfig(BaseModel):
-    """The listener's certificate chain and key; optionally the CAs clients must come from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    certificate: Path
-    private_key: Path
-    ca_certificates: Path | None = None
-    require_client_certificate: bool = False
+HTTPTLSConfig = ListenerTLS
+"""The listener's certificate chain and key; optionally the CAs clients must come from."""
 
 
 class HTTPSourceConfig(BaseModel):
@@ -77,11 +70,7 @@ class HTTPSourceConfig(BaseModel):
 
     def tls_settings(self) -> TLSSettings | None:
         """The TLS settings the listener endpoint takes, or None for plain HTTP."""
-        t = self.tls
-        if t is None:
-            return None
-        return TLSSettings(t.certificate, t.private_key, t.ca_certificates,
-                           t.require_client_certificate)
+        return self.tls.settings() if self.tls is not None else None
 
 
 def _plain(request: server.Request, code: int, text: str) -> bytes:

@@ -219,3 +219,17 @@ def test_tls_files_of_a_channel_listener_are_taken_from_the_channel_file(
     assert source is not None and source.tls is not None
     assert (source.tls.certificate, source.tls.ca_certificates) == (
         tmp_path / "tls" / "s.crt", tmp_path / "ca.crt")
+
+
+def test_destination_files_are_taken_from_the_channel_file(tmp_path: Path) -> None:
+    """Directories and TLS files of destinations are relative to the channel file."""
+    write(tmp_path, "out.yaml", (
+        "name: out\n"
+        "destinations:\n"
+        "  - {name: a, to: {type: file, directory: out}}\n"
+        "  - {name: b, to: {type: http, url: 'https://ehr.example/x', tls_ca: ca.pem}}\n"
+        "  - {name: c, to: {type: mllp, host: ehr, port: 1, tls: {ca_certificates: ca.pem}}}\n"))
+    a, b, c = (d.to for d in load_catalog(tmp_path, environ={}).channels["out"]
+               .config.destinations)
+    assert a.directory == tmp_path / "out" and b.tls_ca == tmp_path / "ca.pem"
+    assert c.tls.ca_certificates == tmp_path / "ca.pem" and c.tls.certificate is None
