@@ -33,8 +33,8 @@ from typing import Literal, Protocol
 
 from profiles.hl7.charsets import codec_for
 from profiles.hl7.delimiters import Delimiters
-from profiles.hl7.escape import escape, unescape
-from profiles.hl7.message import Message, Segment, select_part
+from profiles.hl7.escape import escape
+from profiles.hl7.message import Message, Segment, select_part, value_at
 from profiles.hl7.path import Path
 
 MissingSegment = Literal["append", "skip", "error"]
@@ -344,16 +344,7 @@ class EditableMessage:
         return reps[r - 1] if r <= len(reps) else None
 
     def _value(self, text: str, path: Path) -> str:
-        d = self.delimiters
-        if path.segment == "MSH" and path.field in (1, 2):
-            return text if (path.component or 1, path.subcomponent or 1) == (1, 1) else ""
-        text = select_part(text, d.component, path.component)
-        text = select_part(text, d.subcomponent, path.subcomponent)
-        if path.subcomponent is None and d.subcomponent in text:
-            return text
-        if path.component is None and d.component in text:
-            return text
-        return unescape(text, d, self._codec)
+        return value_at(text, path, self.delimiters, self._codec)
 
     def _escape(self, value: str) -> str:
         if not isinstance(value, str):

@@ -73,6 +73,21 @@ def select_part(text: str, separator: str, index: int | None) -> str:
     return parts[index - 1] if index <= len(parts) else ""
 
 
+def value_at(text: str, path: Path, d: Delimiters, codec: str) -> str:
+    """The value `path` addresses inside one repetition's `text` (see the module docstring:
+    decoded at the leaf, as written where structure remains)."""
+    if path.segment == "MSH" and path.field in (1, 2):
+        deeper = (path.component or 1, path.subcomponent or 1)
+        return text if deeper == (1, 1) else ""
+    text = select_part(text, d.component, path.component)
+    text = select_part(text, d.subcomponent, path.subcomponent)
+    if path.subcomponent is None and d.subcomponent in text:
+        return text
+    if path.component is None and d.component in text:
+        return text
+    return unescape(text, d, codec)
+
+
 class Message:
     """Read-only access to a message by analyst paths; see the module docstring for values."""
 
@@ -142,17 +157,7 @@ class Message:
         return values
 
     def _value(self, text: str, path: Path) -> str:
-        d = self.delimiters
-        if path.segment == "MSH" and path.field in (1, 2):
-            deeper = (path.component or 1, path.subcomponent or 1)
-            return text if deeper == (1, 1) else ""
-        text = select_part(text, d.component, path.component)
-        text = select_part(text, d.subcomponent, path.subcomponent)
-        if path.subcomponent is None and d.subcomponent in text:
-            return text
-        if path.component is None and d.component in text:
-            return text
-        return unescape(text, d, self.codec)
+        return value_at(text, path, self.delimiters, self.codec)
 
     def to_hl7(self) -> hl7.Message:
         """A python-hl7 ``Message`` of the same text, for building or editing."""
