@@ -145,8 +145,8 @@ class Deployment:
         if deployed is None:
             return
         await self._stop_source(deployed)
-        for queue in deployed.queues.values():
-            await queue.stop()
+        # Queues settle side by side: each may wait out its grace period for a dead peer.
+        await defer.gatherResults([q.stop() for q in deployed.queues.values()])
         log.info("channel {channel} undeployed", channel=name)
 
     async def pause(self, name: str) -> None:
@@ -199,9 +199,9 @@ class Deployment:
             await self._stop_source(deployed)
 
     async def stop(self) -> None:
-        """Undeploy everything (engine shutdown)."""
-        for name in list(self.channels):
-            await self.undeploy(name)
+        """Undeploy everything (engine shutdown), all channels side by side."""
+        await defer.gatherResults([defer.ensureDeferred(self.undeploy(name))
+                                   for name in list(self.channels)])
 
     # -- parts ----------------------------------------------------------------------------
 
