@@ -85,7 +85,7 @@ class Deployment:
 
     def __init__(self, *, reactor: Any, fetcher: Fetcher, record: Any, submit: Any,
                  route: Callable[[int, str, bytes], None], receiver_for: ReceiverFor,
-                 on_final: FinalHook | None = None) -> None:
+                 on_final: FinalHook | None = None, shared_store: bool = False) -> None:
         self._reactor = reactor
         self._fetcher = fetcher
         self._record = record
@@ -93,6 +93,7 @@ class Deployment:
         self._route = route
         self._receiver_for = receiver_for
         self._on_final = on_final
+        self._shared_store = shared_store
         self.channels: dict[str, DeployedChannel] = {}
 
     # -- lookups the router and the admin API use -----------------------------------------
@@ -216,7 +217,8 @@ class Deployment:
         return DestinationQueue(
             channel, destination, fetch=self._fetcher(channel, spec.name),
             record=self._record, clock=self._reactor, policy=retry_policy(spec),
-            on_exhausted=OnExhausted(spec.on_exhausted), on_final=self._on_final)
+            on_exhausted=OnExhausted(spec.on_exhausted), on_final=self._on_final,
+            shared=self._shared_store)
 
     async def _start_source(self, deployed: DeployedChannel) -> None:
         source = deployed.config.source

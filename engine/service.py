@@ -110,7 +110,7 @@ class EngineService(Service):
         deployment = self.deployment = Deployment(
             reactor=self.reactor, fetcher=self._fetcher, record=self.writer.record,
             submit=self.writer.submit, route=self._route, receiver_for=self.source_for,
-            on_final=self.watch.delivery_final)
+            on_final=self.watch.delivery_final, shared_store=self.store.shared)
         self.router = Router(self.writer.route, self.reactor, deployment.pipeline,
                              self._routed)
         await self.reload()

@@ -48,6 +48,9 @@ class Lane:
     waiting: list[QueuedDelivery] = field(default_factory=list)
     busy: bool = False
     timer: Any = None
+    awaiting_rescan: bool = False
+    """Shared store: a lane new to this node waits for a read from the start, which brings
+    any older rows of it that were skipped while another node held the lane."""
 
     def add(self, row: QueuedDelivery) -> None:
         """Place a row by its message's arrival (message id), never ahead of a send in
@@ -74,6 +77,7 @@ class DestinationQueue:
         batch: int = 1000,
         rescan_seconds: float = 5.0,
         on_final: FinalHook | None = None,
+        shared: bool = False,
     ) -> None:
         self.channel = channel
         self.name = destination.name
@@ -87,6 +91,8 @@ class DestinationQueue:
         self._batch = batch
         self._rescan_seconds = rescan_seconds
         self._on_final = on_final
+        self._shared = shared
+        self._reading_from = 0
         self._lanes: dict[str, Lane] = {}
         self._known: set[int] = set()
         # Rows whose outcome committed while a read was under way: that read may still
@@ -185,7 +191,7 @@ class DestinationQueue:
 
     def _poll(self) -> None:
         self._settled_during_read.clear()
-        after = 0 if self._rescan else self._cursor
+        after = self._reading_from = 0 if self._rescan else self._cursor
         self._rescan = False
         d = self._fetch(after, self._batch)
         d.addCallbacks(self._fetched, self._fetch_failed)
@@ -199,6 +205,10 @@ class DestinationQueue:
     def _fetched(self, result: tuple[list[QueuedDelivery], set[str]]) -> None:
         rows, held = result
         self._held = held | self._holding
+        from_start = self._reading_from == 0
+        if from_start:
+            for lane in self._lanes.values():
+                lane.awaiting_rescan = False
         for row in rows:
             self._cursor = max(self._cursor, row.id)
             if row.id in self._known or row.id in self._settled_during_read:
@@ -207,6 +217,9 @@ class DestinationQueue:
             lane = self._lanes.get(row.lane_key)
             if lane is None:
                 lane = self._lanes[row.lane_key] = Lane(row.lane_key)
+                if self._shared and not from_start:
+                    lane.awaiting_rescan = True
+                    self._rescan = self._poll_again = True
             lane.add(row)
         self._settled_during_read.clear()
         self._polling = False
@@ -219,9 +232,14 @@ class DestinationQueue:
     # -- sending -------------------------------------------------------------------------
 
     def _run_lane(self, lane: Lane) -> None:
+        if not lane.waiting and not lane.busy and not (lane.timer and lane.timer.active()):
+            # Drained: forget it, or one Lane per patient ever seen would pile up.
+            if self._lanes.get(lane.key) is lane:
+                del self._lanes[lane.key]
+            return
         if lane.busy or not lane.waiting or not self.running or self.paused:
             return
-        if lane.key in self._held:
+        if lane.key in self._held or lane.awaiting_rescan:
             return
         head = lane.waiting[0]
         wait = head.next_attempt_at / 1e6 - self._clock.seconds()

@@ -449,6 +449,11 @@ class Store:
             raise
         return result
 
+    @property
+    def shared(self) -> bool:
+        """True when several nodes may use this store at once (PostgreSQL)."""
+        return self._shared
+
     def close(self) -> None:
         """Close the writer's connection and the pool."""
         if self._writer is not None:

@@ -215,3 +215,40 @@ def test_jitter_stays_within_its_fraction() -> None:
     rng = random.Random(7)
     delays = [RetryPolicy(10, 1, 60, 0.2).delay(1, rng) for _ in range(200)]
     assert 8.0 <= min(delays) < 9.0 and 11.0 < max(delays) <= 12.0
+
+
+def test_drained_lanes_are_forgotten() -> None:
+    """One lane per patient ever seen must not pile up in memory."""
+    table, ehr, clock = TableQueue(), ScriptedEHR(), task.Clock()
+    table.add(6, lane_of=lambda i: f"P{i}")
+    q = make(table, ehr, clock)
+    clock.advance(0)
+    assert set(table.status.values()) == {Status.SENT}
+    assert q._lanes == {}
+
+
+def test_on_a_shared_store_a_new_lane_waits_for_its_older_rows() -> None:
+    """Rows of a lane another node held were skipped below the cursor; when the lane comes
+    to this node, it sends nothing until a read from the start brought the older rows."""
+    table, ehr, clock = TableQueue(), ScriptedEHR(), task.Clock()
+    table.add(4, lane_of=lambda i: "A" if i in (1, 2) else "B")
+    hidden = {1, 2}
+    real_fetch = table.fetch
+
+    def fetch(after: int, limit: int):
+        d = real_fetch(after, limit)
+        if after > 0:
+            return d
+        # Reads from the start see lane A only once its lease came to this node.
+        return d.addCallback(lambda r: ([x for x in r[0] if x.id not in hidden], r[1]))
+
+    table.fetch = fetch  # type: ignore[method-assign]
+    q = make(table, ehr, clock, shared=True)
+    clock.advance(0)
+    assert ehr.sent == [b"MSG3", b"MSG4"]
+    hidden.clear()
+    table.add(1, lane_of=lambda i: "A")
+    q.wake()
+    for _ in range(4):
+        clock.advance(0)
+    assert ehr.sent == [b"MSG3", b"MSG4", b"MSG1", b"MSG2", b"MSG5"]
