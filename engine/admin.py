@@ -99,15 +99,14 @@ class ControlAPI(resource.Resource):
             return 200, {"channel": name, "state": "deployed"}
         if name not in deployment.channels:
             return 404, {"error": f"channel {name} is not deployed"}
-        if action == "pause":
-            await deployment.pause(name)
-        elif action == "resume":
-            await deployment.resume(name)
-        elif action == "undeploy":
-            await deployment.undeploy(name)
-        else:
+        operations = {"pause": (deployment.pause, "paused"),
+                      "resume": (deployment.resume, "deployed"),
+                      "undeploy": (deployment.undeploy, "undeployed")}
+        if action not in operations:
             return 404, {"error": f"unknown action {action}"}
-        return 200, {"channel": name, "state": action + ("d" if action.endswith("e") else "ed")}
+        operation, state = operations[action]
+        await operation(name)
+        return 200, {"channel": name, "state": state}
 
     async def _reprocess(self, request: server.Request) -> tuple[int, Any]:
         try:

@@ -25,18 +25,16 @@ from channels.model import ChannelConfig, DestinationSpec, MLLPListenerConfig, M
 from channels.pipeline import ChannelPipeline
 from channels.sources.file import FileSource, FileSourceConfig
 from channels.sources.http import HTTPSourceConfig, listen_http
-from engine.delivery.queue import DestinationQueue, OnExhausted
+from engine.delivery.queue import DestinationQueue, Fetch, FinalHook, OnExhausted
 from engine.delivery.retry import RetryPolicy
 from engine.link import ChannelLink
-from engine.store.status import Status
 from mllp.endpoints import server_endpoint
 from mllp.server import MLLPServerFactory
 
 log = Logger()
 
-Fetcher = Callable[[str, str], Callable[[int, int], defer.Deferred[Any]]]
+Fetcher = Callable[[str, str], Fetch]
 ReceiverFor = Callable[[str], Any]
-FinalHook = Callable[[int, str, Status], None]
 
 
 class State(StrEnum):

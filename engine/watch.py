@@ -42,6 +42,8 @@ class DeliveryWatch:
 
     def routed(self, routings: Sequence[Routing]) -> None:
         """Routing committed: a waiter now knows which destinations to wait for."""
+        if not self._waiters:
+            return
         for r in routings:
             waiter = self._waiters.get(r.message_id)
             if waiter is None:
