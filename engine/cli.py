@@ -1,12 +1,27 @@
-"""The `interlink` command: one subcommand per module in `engine.commands`."""
+"""The `interlink` command: one subcommand per module in `engine.commands`.
+
+Every module there with a `register(subparsers)` function adds its own subcommand, so a
+new command is a new module and nothing else changes.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import ModuleType
 
-from engine.commands import channels, check, messages, run, schema, send, test
+import engine.commands
+
+
+def command_modules() -> Iterator[ModuleType]:
+    """The modules of `engine.commands` that register a subcommand, in name order."""
+    for info in sorted(pkgutil.iter_modules(engine.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"engine.commands.{info.name}")
+        if callable(getattr(module, "register", None)):
+            yield module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interlink", description="Interlink HL7 v2 / IHE integration engine")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, check, test, schema, send, messages, channels):
+    for module in command_modules():
         module.register(sub)
     return parser
 
