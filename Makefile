@@ -17,6 +17,7 @@ run: $(BIN)/interlink
 test: $(BIN)/interlink
 	$(BIN)/ruff check .
 	tools/ensure-postgres
+	tools/ensure-fhir-server
 	$(BIN)/pytest
 
 lint: $(BIN)/interlink
