@@ -1,0 +1,1 @@
+"""The admin HTTP API (`/api/v1/...`): one module per resource, routed by `routing`."""
