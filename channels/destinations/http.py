@@ -9,46 +9,40 @@ errors are RETRY, with the server's ``Retry-After`` kept as a hint; any other an
 from __future__ import annotations
 
 import re
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from OpenSSL import SSL, crypto
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from treq import collect
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError
-from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
-from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.python.failure import Failure
-from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-    RequestNotSent,
-    RequestTransmissionFailed,
-    ResponseFailed,
-    ResponseNeverReceived,
-)
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from channels.destinations.base import DeliveryResult, Envelope, Verdict
-from mllp.endpoints import load_certificates
+from channels.destinations.web import (
+    RETRYABLE_STATUS,
+    BoundedBody,
+    classify,
+    failure_detail,
+    make_agent,
+    retry_after,
+    timed_out,
+)
 
-RETRYABLE_STATUS: Final = frozenset({408, 429})
+__all__ = [
+    "RETRYABLE_STATUS",
+    "HTTPDestination",
+    "HTTPDestinationConfig",
+    "classify",
+    "retry_after",
+]
+
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\t\x20-\x7e]*")
-_WEB_ERRORS: Final = (
-    ResponseFailed,
-    ResponseNeverReceived,
-    RequestTransmissionFailed,
-    RequestNotSent,
-)
-"""Agent failures; each carries the underlying reasons."""
-_NETWORK_ERRORS: Final = (ConnectError, ConnectionLost, ConnectionDone, SSL.Error, OSError)
-"""Failures that mean the request may not have arrived: retried."""
 
 
 class HTTPDestinationConfig(BaseModel):
@@ -104,57 +98,6 @@ class HTTPDestinationConfig(BaseModel):
         return self
 
 
-def retry_after(value: bytes | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), else None."""
-    if value is None:
-        return None
-    text = value.decode("latin-1").strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def _timed_out(result: object, timeout: float) -> None:
-    """Whatever the cancelled request failed with (ResponseNeverReceived …), it timed out."""
-    raise TimeoutError(f"no complete answer within {timeout:g} s")
-
-
-def classify(status: int, success: frozenset[int]) -> Verdict:
-    """The verdict for an HTTP status code."""
-    if status in success:
-        return Verdict.SENT
-    if status in RETRYABLE_STATUS or status >= 500:
-        return Verdict.RETRY
-    return Verdict.FAIL
-
-
-class _Bounded:
-    """Keeps the first ``limit`` bytes of a body and counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.kept = 0
-        self.dropped = 0
-
-    def __call__(self, data: bytes) -> None:
-        room = self.limit - self.kept
-        if room > 0:
-            self.parts.append(data[:room])
-            self.kept += min(room, len(data))
-        self.dropped += max(0, len(data) - max(room, 0))
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.parts)
-
-
 class HTTPDestination:
     """A Destination sending each message as one HTTP request."""
 
@@ -168,20 +111,7 @@ class HTTPDestination:
         self._success = frozenset(config.success_status)
         self._in_flight: set[Deferred[DeliveryResult]] = set()
         self._pool = HTTPConnectionPool(reactor, persistent=True)
-        if config.tls_ca is not None:
-            roots = [
-                Certificate(crypto.X509.from_cryptography(c))
-                for c in load_certificates(config.tls_ca)
-            ]
-            policy = BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(roots))
-        else:
-            policy = BrowserLikePolicyForHTTPS()
-        agent = Agent(
-            reactor,
-            contextFactory=policy,
-            pool=self._pool,
-            connectTimeout=config.timeout_seconds,
-        )
+        agent = make_agent(reactor, self._pool, config.tls_ca, config.timeout_seconds)
         self._client = HTTPClient(agent)
         self._headers = {
             **{name: [value] for name, value in config.headers.items()},
@@ -208,7 +138,7 @@ class HTTPDestination:
             reactor=self._reactor,
         )
         exchange.addCallback(self._read)
-        exchange.addTimeout(self.config.timeout_seconds, self._clock, _timed_out)
+        exchange.addTimeout(self.config.timeout_seconds, self._clock, timed_out)
         exchange.addErrback(self._failed)
         self._in_flight.add(exchange)
         return exchange.addBoth(self._forget, exchange)
@@ -218,7 +148,7 @@ class HTTPDestination:
         return result
 
     def _read(self, response: IResponse) -> Deferred[DeliveryResult]:
-        body = _Bounded(self.config.max_response_bytes)
+        body = BoundedBody(self.config.max_response_bytes)
 
         def judged(_: None) -> DeliveryResult:
             status = response.code
@@ -236,17 +166,4 @@ class HTTPDestination:
         if reason.check(TimeoutError):
             detail = f"HTTP timeout after {self.config.timeout_seconds:g}s"
             return DeliveryResult(Verdict.RETRY, None, detail)
-        reason.trap(*_NETWORK_ERRORS, *_WEB_ERRORS)
-        error = reason.value
-        detail = _name(type(error))
-        inner = getattr(error, "reasons", None)
-        if isinstance(error, _WEB_ERRORS) and inner and isinstance(inner[0], Failure):
-            detail += f" ({_name(inner[0].type)})"
-        return DeliveryResult(Verdict.RETRY, None, detail)
-
-
-def _name(kind: type[BaseException] | None) -> str:
-    """An exception type's name; OpenSSL's bare ``Error`` is called what it is."""
-    if kind is None:
-        return "unknown"
-    return "TLSError" if issubclass(kind, SSL.Error) else kind.__name__
+        return DeliveryResult(Verdict.RETRY, None, failure_detail(reason))
