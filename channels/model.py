@@ -100,6 +100,14 @@ class DestinationExpectation(Strict):
     output: str | None = Field(None, description="The whole expected output.")
 
 
+class RetentionPolicy(Strict):
+    """How long this channel's message contents are kept; metadata and audit stay."""
+
+    content_days: float | None = Field(
+        None, gt=0, description="Prune raw, transformed, sent and response contents older "
+        "than this; unset keeps them (or follows the engine's retention default).")
+
+
 class ChannelTest(Strict):
     """An input message and what the channel should make of it."""
 
@@ -130,6 +138,7 @@ class ChannelConfig(Strict):
     tables: dict[str, dict[str, str]] = Field(default_factory=dict)
     destinations: list[DestinationSpec] = Field(default_factory=list)
     response: ResponseConfig = ResponseConfig()
+    retention: RetentionPolicy = RetentionPolicy()
     tests: list[ChannelTest] = Field(default_factory=list)
 
     @model_validator(mode="after")

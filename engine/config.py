@@ -15,6 +15,10 @@ from pydantic import Field
 
 from channels.configfile import ConfigError, ConfigIssue, load_yaml, validate
 from channels.model import MLLPListenerConfig, Strict
+from channels.tls import ListenerTLS
+from engine.access.config import AccessConfig
+from engine.alerts.config import AlertsConfig
+from engine.retention.config import RetentionConfig
 
 DEFAULT_CONFIG = Path("conf/interlink.yaml")
 
@@ -37,7 +41,8 @@ class AdminConfig(Strict):
     """The admin API and dashboard listener."""
 
     port: int = Field(8575, ge=0, le=65535)
-    interface: str = "127.0.0.1"
+    interface: str = Field("127.0.0.1", description="Loopback unless deliberately opened.")
+    tls: ListenerTLS | None = None
 
 
 class EngineConfig(Strict):
@@ -52,6 +57,9 @@ class EngineConfig(Strict):
     store: StoreConfig = StoreConfig()
     mllp: MLLPConfig = MLLPConfig()
     admin: AdminConfig = AdminConfig()
+    access: AccessConfig = AccessConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    retention: RetentionConfig = RetentionConfig()
     sender_application: str = "INTERLINK"
     sender_facility: str = ""
     log_format: str = Field("text", pattern="^(text|json)$")
@@ -106,4 +114,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> EngineCo
     if config.mllp.tls is not None:
         config = config.model_copy(update={"mllp": config.mllp.model_copy(
             update={"tls": config.mllp.tls.relative_to(base)})})
+    if config.admin.tls is not None:
+        config = config.model_copy(update={"admin": config.admin.model_copy(
+            update={"tls": config.admin.tls.relative_to(base)})})
     return config

@@ -4,6 +4,9 @@ Times are integer microseconds since the Unix epoch (UTC): exact, sortable and i
 on every backend, and cheap to write on the ingest hot path.
 """
 
+import importlib
+import pkgutil
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -107,3 +110,17 @@ audit_events = Table(
     Column("hash", String(64), nullable=False),
 )
 Index("ix_audit_message", audit_events.c.message_id)
+
+
+def all_tables() -> MetaData:
+    """The metadata with every table, also those declared in `engine/store/*_tables.py`.
+
+    A feature that needs tables of its own declares them on `metadata` in such a module;
+    the store creates them with the rest.
+    """
+    import engine.store
+
+    for info in pkgutil.iter_modules(engine.store.__path__):
+        if info.name.endswith("_tables"):
+            importlib.import_module(f"engine.store.{info.name}")
+    return metadata

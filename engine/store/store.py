@@ -182,7 +182,7 @@ def open_store(url: str, *, duplicate_window_s: float = 86400.0) -> Store:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
-        schema.metadata.create_all(conn)
+        schema.all_tables().create_all(conn)
     return Store(engine, duplicate_window_us=int(duplicate_window_s * 1_000_000))
 
 

@@ -1,0 +1,1 @@
+"""Pruning old message contents while keeping metadata and the audit chain."""
