@@ -22,13 +22,14 @@ from twisted.logger import Logger
 from channels.catalog import load_catalog
 from channels.ids import ControlIdSource
 from channels.mllp_source import MLLPSource
+from engine.audit import AuditEvent
 from engine.config import EngineConfig
 from engine.deployment import Deployment, listen_mllp
 from engine.ingest import Ingest
 from engine.router import Router
 from engine.store.deliveries import Routing
 from engine.store.status import ContentKind, Status
-from engine.store.store import Store, open_store
+from engine.store.store import Store, now_us, open_store
 from engine.threads import DaemonThreadPool
 from engine.watch import DeliveryWatch
 from engine.writer import GroupCommitWriter
@@ -172,6 +173,18 @@ class EngineService(Service):
         self.deployment.wake_all()
         return {"requeued": requeued, "rerouted": reroute,
                 "unchanged": [i for i in message_ids if i not in requeued + reroute]}
+
+    async def audit_action(self, actor: str, action: str, *, peer: str = "",
+                           message_id: int | None = None, channel: str | None = None,
+                           detail: dict[str, Any] | None = None) -> None:
+        """Put one human action (login, view, search, deploy…) on the audit chain.
+
+        `detail` carries ids and parameters, never message content (promise 6).
+        """
+        assert self.writer is not None and self.store is not None
+        event = AuditEvent(now_us(), actor, action, message_id, channel,
+                           {"peer": peer, **(detail or {})})
+        await self.writer.call(self.store.append_audit, [event])
 
     # -- stopping -------------------------------------------------------------------------
 

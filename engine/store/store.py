@@ -449,6 +449,20 @@ class Store:
             raise
         return result
 
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Append events that are not message changes (human actions), on the writer thread."""
+        conn = self._writer_connection()
+        assert self._chain is not None
+        chain_tail = self._chain.last_hash
+        try:
+            self._claim(conn, 0)
+            self._insert_audit.execute(conn, self._chain.rows(events))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            self._chain.last_hash = chain_tail
+            raise
+
     @property
     def shared(self) -> bool:
         """True when several nodes may use this store at once (PostgreSQL)."""

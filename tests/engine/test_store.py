@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 
+from engine.audit import AuditEvent
+from engine.store.schema import audit_events
 from engine.store.status import ContentKind, Status
 from engine.store.store import (
     MAX_PARAMETERS,
@@ -323,3 +325,19 @@ def test_ids_never_reused_after_rows_copied_in(stores: Callable[[], Store]) -> N
             "'RECEIVED', 'AA', 0)")
     [m] = stores().commit_batch([incoming("M42")])
     assert m.id == 42
+
+
+def test_human_actions_join_the_same_chain_as_message_events(store: Store) -> None:
+    """An action appended between message batches is sealed into the one chain, in order."""
+    store.commit_batch([incoming("A-1")])
+    store.append_audit([AuditEvent(now_us(), "ada", "message.view", 1, "inbound",
+                                   {"peer": "127.0.0.1:5000"})])
+    store.commit_batch([incoming("A-2")])
+    checked, broken = store.verify_audit()
+    assert broken is None
+    with store.engine.connect() as conn:
+        actions = [(r.actor, r.action) for r in conn.execute(
+            select(audit_events).order_by(audit_events.c.id))]
+    assert actions == [("engine", "message.received"), ("ada", "message.view"),
+                       ("engine", "message.received")]
+    assert checked == 3
