@@ -18,6 +18,7 @@ test: $(BIN)/interlink
 	$(BIN)/ruff check .
 	tools/ensure-postgres
 	tools/ensure-fhir-server
+	tools/ensure-chromium
 	$(BIN)/pytest
 
 lint: $(BIN)/interlink
