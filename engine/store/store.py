@@ -10,10 +10,10 @@ transactions, so ids stay unique and the audit chain stays one chain.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
@@ -35,6 +35,7 @@ from engine.store.schema import audit_events, contents, messages
 from engine.store.status import ContentKind, Status
 
 POSITIVE_ACKS = ("AA", "CA")
+T = TypeVar("T")
 ENGINE_ACTOR = "engine"
 
 
@@ -462,6 +463,29 @@ class Store:
             conn.rollback()
             self._chain.last_hash = chain_tail
             raise
+
+    def apply_and_audit(
+        self, change: Callable[[Connection], tuple[T, Sequence[AuditEvent]]]
+    ) -> T:
+        """Run `change` and append the audit events it returns in one transaction.
+
+        For human actions that change the store themselves (users, tokens): the change
+        and its record commit together or not at all. Writer thread only.
+        """
+        conn = self._writer_connection()
+        assert self._chain is not None
+        chain_tail = self._chain.last_hash
+        try:
+            self._claim(conn, 0)
+            result, events = change(conn)
+            if events:
+                self._insert_audit.execute(conn, self._chain.rows(events))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            self._chain.last_hash = chain_tail
+            raise
+        return result
 
     @property
     def shared(self) -> bool:
