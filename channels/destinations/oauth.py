@@ -39,7 +39,7 @@ _ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")
 class ClientCredentials(BaseModel):
     """The client-credentials grant: where to ask, as whom, for what."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     type: Literal["client_credentials"]
     token_url: str
