@@ -10,14 +10,16 @@ only computes its answer.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import resource, server
+from zope.interface import implementer
 
 log = Logger()
 
@@ -78,6 +80,26 @@ class ApiRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Streamed:
+    """A body written chunk by chunk as it is produced (exports), with back-pressure."""
+
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One documented parameter of a route (path or query), for the OpenAPI document."""
+
+    name: str
+    description: str = ""
+    where: str = "query"
+    """`query` or `path`."""
+    type: str = "string"
+    """A JSON Schema type: string, integer, boolean."""
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """A handler's answer: status, JSON body (or raw bytes with a content type), headers."""
 
@@ -110,6 +132,12 @@ class Route:
     """The least role allowed; None means anyone, even unauthenticated (login, health)."""
     summary: str = ""
     """One line for the OpenAPI document."""
+    params: Sequence[Param] = ()
+    """Query parameters worth documenting (path parameters are found in `pattern`)."""
+    body: str = ""
+    """What the JSON request body holds, when the route takes one."""
+    produces: str = "application/json"
+    """The content type of a successful answer."""
 
     def match(self, method: str, parts: Sequence[str]) -> dict[str, str] | None:
         """Path parameters when this route serves the call, else None."""
@@ -184,17 +212,73 @@ class Router(resource.Resource):
         """Called when a caller lacks the role for a route; the audit hooks in here."""
 
 
-def write_answer(request: server.Request, answer: Answer) -> None:
+def write_answer(request: server.Request, answer: Answer) -> defer.Deferred[None] | None:
     """Send an answer unless the caller has gone away."""
     if request.finished or request._disconnected:
-        return
+        return None
     request.setResponseCode(answer.status)
     request.setHeader(b"content-type", answer.content_type.encode())
     request.setHeader(b"cache-control", b"no-store")
     for name, value in answer.headers.items():
         request.setHeader(name.encode(), value.encode())
+    if isinstance(answer.body, Streamed):
+        return defer.ensureDeferred(_stream(request, answer.body.chunks))
     if isinstance(answer.body, bytes):
         request.write(answer.body)
     elif answer.body is not None or answer.content_type == "application/json":
         request.write(json.dumps(answer.body, indent=1).encode() + b"\n")
     request.finish()
+    return None
+
+
+@implementer(IPushProducer)
+class _Pacer:
+    """Pauses a streamed answer while the caller's connection has more than it can take."""
+
+    def __init__(self) -> None:
+        self.resumed: defer.Deferred[None] | None = None
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        if self.resumed is None:
+            self.resumed = defer.Deferred()
+
+    def resumeProducing(self) -> None:
+        resumed, self.resumed = self.resumed, None
+        if resumed is not None:
+            resumed.callback(None)
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.resumeProducing()
+
+
+async def _stream(request: server.Request, chunks: AsyncIterator[bytes]) -> None:
+    """Write chunks as they come, waiting whenever the transport asks to pause."""
+    pacer = _Pacer()
+    request.registerProducer(pacer, True)
+    complete = False
+    try:
+        async for chunk in chunks:
+            if pacer.stopped or request._disconnected:
+                break
+            request.write(chunk)
+            if pacer.resumed is not None:
+                await pacer.resumed
+        else:
+            complete = True
+    except Exception:
+        log.failure("streamed answer to {path} failed", path=request.path.decode())
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        request.unregisterProducer()
+    if request._disconnected or request.finished:
+        return
+    if complete:
+        request.finish()
+    else:
+        # Cut the connection rather than end the body: a truncated export must not
+        # look complete to the caller.
+        request.loseConnection()
