@@ -4,9 +4,11 @@ Each node becomes one Device with its MDC type and a ``parent`` link, as the HL7
 Point-of-Care Device IG models a device. A node is known by an identifier that stays the
 same from message to message, so a resend finds the Device it created before:
 
-- an MDS (or a node with an EUI-64 of its own) by its EUI-64 in the IEEE system;
-- any other node by ``urn:interlink:device`` with the device's key, plus ``/1.2`` (its
-  place in the tree) for a VMD or channel that shares its MDS's identity.
+- an MDS by its EUI-64 in the IEEE system, or by ``urn:interlink:device`` and its key
+  when its id is not an EUI-64;
+- a VMD or channel by ``urn:interlink:device`` with its device's key and its place in
+  the tree (``EUI-64:0009FBFFFFA0F4CA/1.3.1``), plus its own EUI-64 when it has one
+  that differs from its parent's (a plug-in module).
 
 A node without any identity (no OBX-18 anywhere above it) has nothing stable to be found
 by, so it gets no Device; its observations then name no device.
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from profiles.fhir import systems
-from profiles.pcd.records import Code, ContainmentPath, DeviceIdentity, DeviceNode, Level
+from profiles.pcd.records import Code, DeviceIdentity, DeviceNode
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,7 @@ def device_entries(
 
 def standalone_entry(identity: DeviceIdentity) -> DeviceEntry:
     """A Device for an identity that no declared node carries (an OBX-18 on a metric only)."""
-    identifiers = _identifiers(identity, None)
+    identifiers = _identifiers(identity)
     system, value = identifiers[0]["system"], identifiers[0]["value"]
     url = systems.full_url(system, value)
     resource = {"resourceType": "Device", "identifier": identifiers}
@@ -76,9 +78,15 @@ def _node_entry(node: DeviceNode, parent: DeviceEntry | None) -> DeviceEntry | N
     if identity is None:
         return None
     key = device_key(identity)
-    own = node.level == "MDS" or parent is None or parent.device != key
-    place = None if own else _place(node.path, node.level)
-    identifiers = _identifiers(identity, place)
+    if node.level == "MDS" or parent is None:
+        identifiers = _identifiers(identity)
+    else:
+        # A part is known by its place in its device; one with an EUI-64 of its own
+        # (a plug-in module) also carries that.
+        place = ".".join(str(n) for n in node.path.node_key(node.level))
+        identifiers = [{"system": systems.DEVICE, "value": f"{key}/{place}"}]
+        if parent.device != key and identity.eui64:
+            identifiers += _identifiers(identity)
     system, value = identifiers[0]["system"], identifiers[0]["value"]
     url = systems.full_url(system, value)
     resource: dict[str, Any] = {"resourceType": "Device", "identifier": identifiers}
@@ -90,20 +98,13 @@ def _node_entry(node: DeviceNode, parent: DeviceEntry | None) -> DeviceEntry | N
     return DeviceEntry((system, value), url, resource, key)
 
 
-def _identifiers(identity: DeviceIdentity, place: str | None) -> list[dict[str, str]]:
-    """The EUI-64 identifier for a device of its own; ours for a part of one."""
-    key = device_key(identity)
-    if place is not None:
-        return [{"system": systems.DEVICE, "value": f"{key}/{place}"}]
+def _identifiers(identity: DeviceIdentity) -> list[dict[str, str]]:
+    """A device of its own: its EUI-64 in the IEEE system, else its key in ours."""
     eui = identity.eui64
     if eui:
         octets = "-".join(eui[i : i + 2] for i in range(0, 16, 2))
         return [{"system": systems.EUI64, "value": octets}]
-    return [{"system": systems.DEVICE, "value": key}]
-
-
-def _place(path: ContainmentPath, level: Level) -> str:
-    return ".".join(str(n) for n in path.node_key(level))
+    return [{"system": systems.DEVICE, "value": device_key(identity)}]
 
 
 def _type(code: Code) -> dict[str, Any] | None:

@@ -295,3 +295,21 @@ def test_validation_catches_a_broken_resource() -> None:
                    {**good, "effective": "2026"}):
         with pytest.raises(ValidationError):
             validate_resource(broken)
+
+
+def test_parts_sharing_an_identity_stay_apart_and_a_module_keeps_its_eui64() -> None:
+    """Two VMDs with one OBX-18 are two Devices; a VMD with its own EUI-64 carries it too."""
+    shared = DeviceIdentity("0600dc750001", "local")
+    module = DeviceIdentity("00A0B0FFFE000001", "EUI-64")
+    vmds = (DeviceNode("VMD", path("1.1.0.0"), Code("70686", "MDC_DEV_PRESS_BLD_NONINV_VMD",
+                                                      "MDC"), shared),
+            DeviceNode("VMD", path("1.2.0.0"), Code("4262", "MDC_DEV_ECG_VMD", "MDC"), shared),
+            DeviceNode("VMD", path("1.3.0.0"), Code("69642", "MDC_DEV_ANALY_SAT_O2_VMD", "MDC"),
+                       module))
+    mds = DeviceNode("MDS", path("1.0.0.0"), Code("69965", "", "MDC"), MONITOR, vmds)
+    devices = resources(mapped(report(devices=(mds,))), "Device")
+    assert [d["identifier"] for d in devices[1:]] == [
+        [{"system": systems.DEVICE, "value": "local:0600dc750001/1.1"}],
+        [{"system": systems.DEVICE, "value": "local:0600dc750001/1.2"}],
+        [{"system": systems.DEVICE, "value": "EUI-64:00A0B0FFFE000001/1.3"},
+         {"system": systems.EUI64, "value": "00-A0-B0-FF-FE-00-00-01"}]]
