@@ -64,12 +64,14 @@ class MLLPSource:
         clock: Any,
         control_ids: Callable[[], str],
         sender: tuple[str, str] = ("INTERLINK", ""),
+        on_answer: Callable[[float], None] | None = None,
     ) -> None:
         self.channel = channel
         self._commit = commit
         self._clock = clock
         self._control_ids = control_ids
         self._sender = sender
+        self._on_answer = on_answer
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.seconds(), UTC)
@@ -80,8 +82,18 @@ class MLLPSource:
         """Store one frame (one message or a batch) and answer it after the commit."""
         received_at = self._clock.seconds()
         if is_batch(payload):
-            return self._receive_batch(payload, peer, received_at)
-        return self._receive_one(payload, peer, received_at)
+            d = self._receive_batch(payload, peer, received_at)
+        else:
+            d = self._receive_one(payload, peer, received_at)
+        if self._on_answer is not None:
+            d.addBoth(self._answered, received_at)
+        return d
+
+    def _answered(self, answer: Any, received_at: float) -> Any:
+        """Tell the `on_answer` hook (ACK latency) how long this frame took to answer."""
+        assert self._on_answer is not None
+        self._on_answer(self._clock.seconds() - received_at)
+        return answer
 
     def frame_refused(self, head: bytes, peer: str, reason: str) -> bytes | None:
         """An oversize frame: keep what we saw of it and answer AR salvaging MSH-10."""

@@ -25,7 +25,7 @@ from channels.model import ChannelConfig, DestinationSpec, MLLPListenerConfig, M
 from channels.pipeline import ChannelPipeline
 from channels.sources.file import FileSource, FileSourceConfig
 from channels.sources.http import HTTPSourceConfig, listen_http
-from engine.delivery.queue import DestinationQueue, Fetch, FinalHook, OnExhausted
+from engine.delivery.queue import DestinationQueue, Fetch, FinalHook, OnExhausted, QueueMonitor
 from engine.delivery.retry import RetryPolicy
 from engine.link import ChannelLink
 from mllp.endpoints import server_endpoint
@@ -34,6 +34,7 @@ from mllp.server import MLLPServerFactory
 log = Logger()
 
 Fetcher = Callable[[str, str], Fetch]
+MonitorFor = Callable[[str, str], QueueMonitor]
 ReceiverFor = Callable[[str], Any]
 
 
@@ -83,7 +84,8 @@ class Deployment:
 
     def __init__(self, *, reactor: Any, fetcher: Fetcher, record: Any, submit: Any,
                  route: Callable[[int, str, bytes], None], receiver_for: ReceiverFor,
-                 on_final: FinalHook | None = None, shared_store: bool = False) -> None:
+                 on_final: FinalHook | None = None, shared_store: bool = False,
+                 monitor_for: MonitorFor | None = None) -> None:
         self._reactor = reactor
         self._fetcher = fetcher
         self._record = record
@@ -92,6 +94,7 @@ class Deployment:
         self._receiver_for = receiver_for
         self._on_final = on_final
         self._shared_store = shared_store
+        self._monitor_for = monitor_for
         self.channels: dict[str, DeployedChannel] = {}
 
     # -- lookups the router and the admin API use -----------------------------------------
@@ -216,7 +219,8 @@ class Deployment:
             channel, destination, fetch=self._fetcher(channel, spec.name),
             record=self._record, clock=self._reactor, policy=retry_policy(spec),
             on_exhausted=OnExhausted(spec.on_exhausted), on_final=self._on_final,
-            shared=self._shared_store)
+            shared=self._shared_store,
+            monitor=self._monitor_for(channel, spec.name) if self._monitor_for else None)
 
     async def _start_source(self, deployed: DeployedChannel) -> None:
         source = deployed.config.source

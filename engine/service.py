@@ -26,8 +26,10 @@ from engine.audit import AuditEvent
 from engine.config import EngineConfig
 from engine.deployment import Deployment, listen_mllp
 from engine.ingest import Ingest
+from engine.metrics import EngineMetrics, listener_connections
 from engine.router import Router
 from engine.store.deliveries import Routing
+from engine.store.queue_stats import queue_stats
 from engine.store.status import ContentKind, Status
 from engine.store.store import Store, now_us, open_store
 from engine.threads import DaemonThreadPool
@@ -59,6 +61,7 @@ class EngineService(Service):
         self._readers = DaemonThreadPool(minthreads=1, maxthreads=2, name="store-reader")
         self._control_ids = ControlIdSource(reactor.seconds())
         self.ready: defer.Deferred[None] = defer.Deferred()
+        self.metrics = EngineMetrics(reactor, open_connections=self._open_connections)
 
     def startService(self) -> None:
         super().startService()
@@ -87,7 +90,8 @@ class EngineService(Service):
         ingest = Ingest(self.writer, self.router, self._confirmation(channel))
         cfg = self.config
         return MLLPSource(channel, ingest, clock=self.reactor, control_ids=self._control_ids,
-                          sender=(cfg.sender_application, cfg.sender_facility))
+                          sender=(cfg.sender_application, cfg.sender_facility),
+                          on_answer=self.metrics.channel(channel).answered)
 
     def _confirmation(self, channel: str) -> Any:
         """For `response: after_delivery` channels, what the ACK waits for after commit."""
@@ -106,16 +110,20 @@ class EngineService(Service):
         self._readers.start()
         self.store = open_store(cfg.store_url(),
                                 duplicate_window_s=cfg.store.duplicate_window_seconds)
-        self.writer = GroupCommitWriter(self.store, self.reactor)
+        self.writer = GroupCommitWriter(self.store, self.reactor,
+                                        on_commit=self.metrics.committed)
         self.writer.start()
         deployment = self.deployment = Deployment(
             reactor=self.reactor, fetcher=self._fetcher, record=self.writer.record,
             submit=self.writer.submit, route=self._route, receiver_for=self.source_for,
-            on_final=self.watch.delivery_final, shared_store=self.store.shared)
+            on_final=self.watch.delivery_final, shared_store=self.store.shared,
+            monitor_for=self.metrics.destination)
         self.router = Router(self.writer.route, self.reactor, deployment.pipeline,
                              self._routed)
         await self.reload()
         self.router.recover(self.store)
+        store = self.store
+        self.metrics.start(lambda: self._read(queue_stats, store))
         self.port = await listen_mllp(self.reactor, cfg.mllp, self.source_for(cfg.mllp.channel))
         address = self.port.getHost()
         log.info("MLLP listening on {host}:{port} for channel {channel}",
@@ -126,6 +134,17 @@ class EngineService(Service):
         address = self.admin_port.getHost()
         log.info("admin API on http://{host}:{port}/api/v1/", host=address.host,
                  port=address.port)
+
+    def _open_connections(self) -> dict[str, int]:
+        """Open MLLP connections per channel: the engine's listener and channel sources."""
+        counts: dict[str, int] = {}
+        if self.port is not None:
+            counts[self.config.mllp.channel] = listener_connections(self.port)
+        for name, deployed in (self.deployment.channels.items() if self.deployment else ()):
+            if deployed.port is not None and deployed.config.source is not None \
+                    and deployed.config.source.type == "mllp":
+                counts[name] = counts.get(name, 0) + listener_connections(deployed.port)
+        return counts
 
     def _route(self, message_id: int, channel: str, raw: bytes) -> None:
         assert self.router is not None
@@ -193,6 +212,7 @@ class EngineService(Service):
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        self.metrics.stop()
         if self.admin_port is not None:
             await self.admin_port.stopListening()
         if self.port is not None:

@@ -26,6 +26,8 @@ from engine.threads import DaemonThreadPool
 
 log = Logger()
 T = TypeVar("T")
+CommitHook = Callable[[list[StoredMessage], "Changes"], None]
+"""Told of every committed batch (metrics count it); runs on the reactor thread."""
 
 
 @dataclass(slots=True)
@@ -60,6 +62,7 @@ class GroupCommitWriter:
         *,
         max_batch: int = 512,
         threadpool: ThreadPool | None = None,
+        on_commit: CommitHook | None = None,
     ) -> None:
         self._store = store
         self._reactor: IReactorTime & IReactorThreads = reactor
@@ -67,6 +70,7 @@ class GroupCommitWriter:
         self._pool = threadpool or DaemonThreadPool(minthreads=1, maxthreads=1,
                                                     name="store-writer")
         self._own_pool = threadpool is None
+        self._on_commit = on_commit
         self._incoming: list[tuple[IncomingMessage, defer.Deferred[StoredMessage]]] = []
         self._changes: deque[tuple[Changes, defer.Deferred[None]]] = deque()
         self._pending_changes = 0
@@ -121,6 +125,11 @@ class GroupCommitWriter:
         return d
 
     @property
+    def running(self) -> bool:
+        """Taking work and its thread is up (readiness)."""
+        return not self._closed and bool(self._pool.started)
+
+    @property
     def backlog(self) -> int:
         """Work waiting for a transaction (a gauge for back-pressure and metrics)."""
         return len(self._incoming) + self._pending_changes
@@ -156,7 +165,7 @@ class GroupCommitWriter:
         d = self._run(self._store.commit_batch, [m for m, _ in incoming],
                       merged.transitions, merged.routings, merged.outcomes)
         d.addCallbacks(self._committed, self._failed,
-                       callbackArgs=(incoming, changes, merged.size),
+                       callbackArgs=(incoming, changes, merged),
                        errbackArgs=(incoming, changes))
 
     def _run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
@@ -165,11 +174,16 @@ class GroupCommitWriter:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def _committed(self, stored: list[StoredMessage], incoming: list[Any],
-                   changes: list[Any], size: int) -> None:
+                   changes: list[Any], merged: Changes) -> None:
         self._busy = False
         self.commits += 1
         self.messages_written += len(incoming)
-        self.transitions_written += size
+        self.transitions_written += merged.size
+        if self._on_commit is not None:
+            try:
+                self._on_commit(stored, merged)
+            except Exception:  # counting must never keep an ACK from its sender
+                log.failure("commit hook failed")
         self._continue()
         for (_, d), result in zip(incoming, stored, strict=True):
             d.callback(result)

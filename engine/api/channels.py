@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from channels.catalog import load_catalog
 from engine.api.routing import Answer, ApiRequest, NotFound, Role, Route
+from engine.store.queue_stats import queue_stats
 
 if TYPE_CHECKING:
     from engine.service import EngineService
@@ -16,12 +18,13 @@ def routes(engine: EngineService) -> list[Route]:
 
     async def list_channels(request: ApiRequest) -> Answer:
         assert engine.deployment is not None and engine.store is not None
-        depths = await engine._read(engine.store.queue_depths)
+        stats = await engine._read(queue_stats, engine.store)
         channels = engine.deployment.status()
         for channel in channels:
-            for dest in channel["destinations"]:
-                dest["queued"] = depths.get((channel["name"], dest["name"]), 0)
-        return Answer(200, {"node": engine.node_id, "channels": channels})
+            add_counters(engine, channel, stats)
+        since = datetime.fromtimestamp(engine.metrics.started_at, UTC)
+        return Answer(200, {"node": engine.node_id, "since": since.isoformat(),
+                            "channels": channels})
 
     async def reload(request: ApiRequest) -> Answer:
         return Answer(200, await engine.reload())
@@ -62,3 +65,28 @@ def routes(engine: EngineService) -> list[Route]:
         action("resume", "deployed"),
         action("undeploy", "undeployed"),
     ]
+
+
+def add_counters(engine: EngineService, channel: dict[str, Any], stats: Any) -> None:
+    """Counters since this engine started and queue figures, onto one channel's status.
+
+    `queued` and `oldest_queued_age_seconds` come from the store (every node's queue);
+    `sent` and `errored` are this node's deliveries since it started, and the channel's
+    `sent` is the sum over its destinations (deliveries, not messages).
+    """
+    metrics = engine.metrics
+    counts = metrics.channel(channel["name"])
+    now_us = metrics.now_us()
+    sent = 0
+    for dest in channel["destinations"]:
+        stat = stats.get((channel["name"], dest["name"]))
+        done = metrics.destination(channel["name"], dest["name"])
+        dest["queued"] = stat.depth if stat else 0
+        dest["oldest_queued_age_seconds"] = (
+            round(stat.oldest_age_seconds(now_us), 3) if stat else 0.0)
+        dest["sent"] = done.sent
+        dest["errored"] = done.errored
+        sent += done.sent
+    channel["counters"] = {"received": counts.received, "filtered": counts.filtered,
+                           "sent": sent, "errored": counts.errored,
+                           "duplicates": counts.duplicates}

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -31,6 +31,15 @@ log = Logger()
 Fetch = Callable[[int, int], "defer.Deferred[tuple[list[QueuedDelivery], set[str]]]"]
 Record = Callable[[Sequence[DeliveryOutcome]], "defer.Deferred[None]"]
 FinalHook = Callable[[int, str, Status], None]
+
+
+class QueueMonitor(Protocol):
+    """What a queue tells metrics and alerts: attempts as they end, final outcomes once
+    committed. Ids and times only."""
+
+    def attempted(self, ok: bool, now: float) -> None: ...
+
+    def finished(self, status: Status, received_at_us: int, decided_at_us: int) -> None: ...
 
 
 class OnExhausted(StrEnum):
@@ -78,6 +87,7 @@ class DestinationQueue:
         rescan_seconds: float = 5.0,
         on_final: FinalHook | None = None,
         shared: bool = False,
+        monitor: QueueMonitor | None = None,
     ) -> None:
         self.channel = channel
         self.name = destination.name
@@ -92,6 +102,7 @@ class DestinationQueue:
         self._rescan_seconds = rescan_seconds
         self._on_final = on_final
         self._shared = shared
+        self._monitor = monitor
         self._reading_from = 0
         self._lanes: dict[str, Lane] = {}
         self._known: set[int] = set()
@@ -270,6 +281,8 @@ class DestinationQueue:
         now_us = int(self._clock.seconds() * 1e6)
         attempts = head.attempts + 1
         first = now_us if head.first_attempt_at is None else head.first_attempt_at
+        if self._monitor is not None:
+            self._monitor.attempted(result.verdict is Verdict.SENT, now_us / 1e6)
         if result.verdict is Verdict.SENT:
             lane.waiting.pop(0)
             self.sent += 1
@@ -310,6 +323,7 @@ class DestinationQueue:
     def _finish(self, head: QueuedDelivery, outcome: DeliveryOutcome,
                 held_lane: str | None = None) -> None:
         d = self._queue_outcome(outcome)
+        decided_at = int(self._clock.seconds() * 1e6)
 
         def committed(_: Any) -> None:
             self._known.discard(head.id)
@@ -319,6 +333,8 @@ class DestinationQueue:
                 self._holding.discard(held_lane)
             if self._on_final is not None:
                 self._on_final(head.message_id, self.name, outcome.status)
+            if self._monitor is not None:
+                self._monitor.finished(outcome.status, head.received_at, decided_at)
 
         d.addCallback(committed)
         d.addErrback(lambda f: log.error(
