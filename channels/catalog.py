@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from channels.configfile import ConfigError, ConfigIssue, Positions, load_yaml, validate
+from channels.destinations.fhir import FHIRDestinationConfig
 from channels.destinations.file import FileDestinationConfig
 from channels.destinations.http import HTTPDestinationConfig
 from channels.destinations.mllp import MLLPDestinationConfig
@@ -146,6 +147,8 @@ def _connector_relative_to(to: Any, base: Path) -> Any:
         return to.model_copy(update={"directory": base / to.directory})
     if isinstance(to, HTTPDestinationConfig) and to.tls_ca is not None:
         return to.model_copy(update={"tls_ca": base / to.tls_ca})
+    if isinstance(to, FHIRDestinationConfig):
+        return to.relative_to(base)
     if isinstance(to, MLLPDestinationConfig) and to.tls is not None:
         t = to.tls
         return to.model_copy(update={"tls": t.model_copy(update={

@@ -44,7 +44,8 @@ from channels.destinations.web import (
     retry_after,
     timed_out,
 )
-from profiles.fhir import MappingOptions, NothingToMap
+from profiles.fhir import MappingOptions, NothingToMap, transaction_bundle
+from profiles.pcd.extract import extract
 
 FHIR_JSON = "application/fhir+json"
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
@@ -90,8 +91,9 @@ class FHIRDestinationConfig(BaseModel):
     auth: FHIRAuth = NoAuth(type="none")
     timeout_seconds: float = Field(30.0, gt=0)
     tls_ca: Path | None = Field(None, description="CA certificates (PEM) to verify the server.")
-    timezone: str = Field(
-        "UTC", description="IANA zone of device times written without an offset.")
+    timezone: str | None = Field(
+        None, description="IANA zone of device times written without an offset "
+        "(default: the offset of the sender's MSH-7).")
     subject: Literal["identifier", "conditional", "none"] = "identifier"
     patient_identifier_system: str | None = None
     max_response_bytes: int = Field(1024 * 1024, ge=0)
@@ -108,7 +110,9 @@ class FHIRDestinationConfig(BaseModel):
 
     @field_validator("timezone")
     @classmethod
-    def _zone(cls, name: str) -> str:
+    def _zone(cls, name: str | None) -> str | None:
+        if name is None:
+            return None
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
@@ -136,6 +140,17 @@ BuildBundle = Callable[[bytes], dict[str, Any]]
 """The message as delivered → the transaction Bundle (NothingToMap when there is none)."""
 
 
+def pcd_bundle(config: FHIRDestinationConfig) -> BuildBundle:
+    """Read the HL7 v2 message as IHE PCD device data and map it (``output: hl7``)."""
+    zone = ZoneInfo(config.timezone) if config.timezone else None
+    options = config.mapping_options()
+
+    def build(payload: bytes) -> dict[str, Any]:
+        return transaction_bundle(extract(payload, default_tz=zone), options)
+
+    return build
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
@@ -153,14 +168,14 @@ class FHIRDestination:
         config: FHIRDestinationConfig,
         reactor: Any,
         *,
-        build: BuildBundle,
+        build: BuildBundle | None = None,
         clock: Any = None,
     ) -> None:
         self.name = name
         self.config = config
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
-        self._build = build
+        self._build = build if build is not None else pcd_bundle(config)
         self._in_flight: set[Deferred[DeliveryResult]] = set()
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         agent = make_agent(reactor, self._pool, config.tls_ca, config.timeout_seconds)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from channels.destinations.base import Destination
+from channels.destinations.fhir import FHIRDestination, FHIRDestinationConfig
 from channels.destinations.file import FileDestination, FileDestinationConfig
 from channels.destinations.http import HTTPDestination, HTTPDestinationConfig
 from channels.destinations.mllp import MLLPDestination, MLLPDestinationConfig
@@ -28,7 +29,11 @@ class ChannelLinkConfig(BaseModel):
 
 
 DestinationConfig = Annotated[
-    MLLPDestinationConfig | FileDestinationConfig | HTTPDestinationConfig | ChannelLinkConfig,
+    MLLPDestinationConfig
+    | FileDestinationConfig
+    | HTTPDestinationConfig
+    | FHIRDestinationConfig
+    | ChannelLinkConfig,
     Field(discriminator="type"),
 ]
 
@@ -52,10 +57,15 @@ def _http(name: str, config: Any, reactor: Any) -> Destination:
     return HTTPDestination(name, config, reactor)
 
 
+def _fhir(name: str, config: Any, reactor: Any) -> Destination:
+    return FHIRDestination(name, config, reactor)
+
+
 BUILDERS: dict[type[BaseModel], Callable[[str, Any, Any], Destination]] = {
     MLLPDestinationConfig: _mllp,
     FileDestinationConfig: _file,
     HTTPDestinationConfig: _http,
+    FHIRDestinationConfig: _fhir,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,10 +61,10 @@ def build_from_json(payload: bytes) -> dict[str, Any]:
 
 
 def test_config_defaults() -> None:
-    """No auth, 30 s, UTC for offset-less device times, identifier-only subject."""
+    """No auth, 30 s, the sender's offset for device times, identifier-only subject."""
     c = config("https://ehr.example/fhir/")
     assert (c.base_url, c.auth.type, c.timeout_seconds, c.timezone, c.subject) == (
-        "https://ehr.example/fhir", "none", 30.0, "UTC", "identifier")
+        "https://ehr.example/fhir", "none", 30.0, None, "identifier")
 
 
 @pytest.mark.parametrize(("overrides", "complaint"), [
@@ -83,6 +84,22 @@ def test_config_errors(overrides: dict[str, Any], complaint: str) -> None:
     with pytest.raises(ValidationError, match=complaint) as caught:
         config(**overrides)
     assert "s3cret" not in str(caught.value)
+
+
+def test_registry_builds_the_fhir_type_from_a_channel_file_mapping() -> None:
+    """``to: {type: fhir, …}`` validates to this config and builds this connector."""
+    from channels.destinations.registry import DESTINATION_CONFIG, build_destination
+
+    parsed = DESTINATION_CONFIG.validate_python({"type": "fhir", "base_url": "http://h/fhir"})
+    assert isinstance(parsed, FHIRDestinationConfig)
+    assert isinstance(build_destination("ehr", parsed, reactor), FHIRDestination)
+
+
+def test_tls_ca_is_relative_to_the_channel_file() -> None:
+    """As for the HTTP destination, a relative CA path is read from the file's folder."""
+    c = config("https://ehr.example/fhir", tls_ca="certs/ca.pem")
+    assert c.relative_to(Path("/etc/interlink/channels")).tls_ca == Path(
+        "/etc/interlink/channels/certs/ca.pem")
 
 
 # --- over sockets ----------------------------------------------------------------------
