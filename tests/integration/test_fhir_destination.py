@@ -202,3 +202,45 @@ def _all_delivered(store: Any, count: int) -> list[dict[str, Any]] | None:
     if len(rows) < count or any(row["status"] in ("RECEIVED", "QUEUED") for row in rows):
         return None
     return list(rows)
+
+
+def test_refused_bundle_is_a_dead_letter_with_the_operation_outcome(
+        tmp_path: Path, fhir_server: FHIRServer) -> None:
+    """A conditional subject naming an unknown patient: the server refuses, ERROR keeps why."""
+    (tmp_path / "client-secret").write_text(CLIENT_SECRET)
+    mllp_port = free_port()
+    channels = tmp_path / "channels"
+    channels.mkdir()
+    (channels / "devices.yaml").write_text(f"""\
+name: strict
+source: {{type: mllp, port: {mllp_port}}}
+destinations:
+  - name: ehr-fhir
+    to:
+      type: fhir
+      base_url: {fhir_server.base}
+      subject: conditional
+      auth: {{type: client_credentials, token_url: "{fhir_server.root}/auth/token",
+              client_id: interlink, client_secret: "${{file:{tmp_path / 'client-secret'}}}"}}
+""")
+    raw = (CORPUS / "pcd01-monitor" / "ipf-acme-bp-pcd01-minimal.hl7").read_bytes()
+    before = fhir_server.total("Observation")
+    engine = start_engine(tmp_path / "data", channels=channels)
+    try:
+        wait_for_port(mllp_port)
+        with socket.create_connection(("127.0.0.1", mllp_port), timeout=10) as sock:
+            assert msa(send_and_receive(sock, with_control_id(raw, b"-strict")))[1] in (
+                b"AA", b"CA")
+        store = open_store(sqlite_url(tmp_path / "data"))
+        try:
+            (message,) = eventually(lambda: store.list_messages(channel="strict", status="ERROR"))
+            (delivery,) = store.deliveries_of(message["id"])
+            outcome = json.loads(store.content(message["id"], ContentKind.RESPONSE))
+        finally:
+            store.close()
+    finally:
+        assert engine.stop() == 0
+    assert delivery["attempts"] == 1
+    assert delivery["last_error"] == "HTTP 404 (OperationOutcome: not-found)"
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert fhir_server.total("Observation") == before
