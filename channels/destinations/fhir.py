@@ -67,7 +67,8 @@ class BearerAuth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     type: Literal["bearer"]
-    token: str = Field(min_length=1, description="A secret: ${env:NAME} or ${file:PATH}.")
+    token: str = Field(
+        min_length=1, repr=False, description="A secret: ${env:NAME} or ${file:PATH}.")
 
     @field_validator("token")
     @classmethod

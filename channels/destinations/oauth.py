@@ -44,7 +44,8 @@ class ClientCredentials(BaseModel):
     type: Literal["client_credentials"]
     token_url: str
     client_id: str = Field(min_length=1)
-    client_secret: str = Field(min_length=1, description="A secret: ${env:NAME} or ${file:PATH}.")
+    client_secret: str = Field(
+        min_length=1, repr=False, description="A secret: ${env:NAME} or ${file:PATH}.")
     scope: str | None = Field(None, description="Space-separated scopes, e.g. system/*.write.")
     client_auth: Literal["basic", "post"] = Field(
         "basic", description="client_secret_basic (Authorization header) or client_secret_post.")

@@ -329,3 +329,11 @@ class FHIRDestinationTest(TestCase):
         self.assertEqual(result, DeliveryResult(
             Verdict.FAIL, None, "OAuth token endpoint: HTTP 401 invalid_client"))
         self.assertEqual(fhir.requests, [])
+
+
+def test_secrets_stay_out_of_the_config_repr() -> None:
+    """A logged config never shows the bearer token or the client secret."""
+    bearer = config(auth={"type": "bearer", "token": "s3cret"})
+    oauth = config(auth={"type": "client_credentials", "token_url": "https://idp/token",
+                         "client_id": "interlink", "client_secret": "s3cret"})
+    assert "s3cret" not in repr(bearer) + str(bearer) + repr(oauth) + str(oauth)
