@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from channels.destinations.registry import DestinationConfig
+from channels.pcd import PcdConfig
 from channels.preprocess import PreprocessStep
 from channels.rules import Condition, FieldPath
 from channels.sources.file import FileSourceConfig
@@ -139,6 +140,9 @@ class ChannelConfig(Strict):
     destinations: list[DestinationSpec] = Field(default_factory=list)
     response: ResponseConfig = ResponseConfig()
     retention: RetentionPolicy = RetentionPolicy()
+    pcd: PcdConfig | None = Field(
+        None, description="Device data rules: plausibility, conformance, de-duplication, "
+        "device silence (see channels.pcd).")
     tests: list[ChannelTest] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -14,9 +14,21 @@ from enum import StrEnum
 
 from channels.hooks import HookLoader, StepFailed
 from channels.model import ChannelConfig, DestinationSpec
+from channels.pcd import (
+    DeviceMessage,
+    DevicePolicy,
+    Observation,
+    Sighting,
+    describe,
+    device_report,
+    forget_report,
+    owners_text,
+    without_observations,
+)
 from channels.preprocess import compile_preprocessor
 from channels.rules import Predicate, compile_condition
 from channels.transforms import OutputFormat, Transformer, compile_transformer, render
+from profiles.hl7.ack import ErrorDetail
 from profiles.hl7.edit import EditableMessage, EditError
 from profiles.hl7.header import HeaderError
 from profiles.hl7.path import Path
@@ -54,6 +66,23 @@ class Decision:
     reason: str = ""
     error: str | None = None
     outputs: list[Output] = field(default_factory=list)
+    sightings: tuple[Sighting, ...] = ()
+    """Devices heard from (channels that track devices; not for re-sent readings)."""
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A message read and judged, before its readings are matched against earlier ones.
+
+    ``decision`` is set when preparing already decided (an error, a device data reject);
+    ``observations`` are the de-duplication keys of its readings.
+    """
+
+    message: EditableMessage | None = None
+    decision: Decision | None = None
+    observations: tuple[Observation, ...] = ()
+    note: str = ""
+    sightings: tuple[Sighting, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +113,7 @@ class ChannelPipeline:
                            if config.transformer else None)
         self._destinations = [self._compile(spec, hooks) for spec in config.destinations
                               if spec.enabled]
+        self._pcd = DevicePolicy(config.name, config.pcd) if config.pcd is not None else None
 
     def _compile(self, spec: DestinationSpec, hooks: HookLoader) -> _Destination:
         c = self.config
@@ -101,33 +131,94 @@ class ChannelPipeline:
         """The destinations this pipeline routes to (enabled ones)."""
         return [d.name for d in self._destinations]
 
-    def run(self, raw: bytes) -> Decision:
-        """Route one message; never raises for what a message or a step does."""
-        try:
-            return self._run(raw)
-        except StepFailed as failed:
-            return Decision(Verdict.ERROR, str(failed), f"{failed}\n{failed.traceback}")
-        except HeaderError as error:
-            return Decision(Verdict.ERROR, f"unreadable after preprocessing: {error.reason}",
-                            f"unreadable after preprocessing: {error.reason}")
-        except EditError as error:
-            return Decision(Verdict.ERROR, "output cannot be encoded",
-                            f"output cannot be encoded: {error}")
+    @property
+    def deduplicates(self) -> bool:
+        """Readings are matched against earlier messages' (``pcd.deduplicate``)."""
+        return self._pcd is not None and self._pcd.deduplicates
 
-    def _run(self, raw: bytes) -> Decision:
+    def screen(self, raw: bytes) -> list[ErrorDetail]:
+        """ERR entries that reject a message before its ACK ([] unless a pcd rule rejects)."""
+        if self._pcd is None or not self._pcd.rejects:
+            return []
+        try:
+            if self._preprocess is not None:
+                raw = self._preprocess(raw)
+        except Exception:  # the pipeline meets the same failure and records it
+            return []
+        return self._pcd.screen(raw)
+
+    def run(self, raw: bytes, seen: dict[str, int] | None = None) -> Decision:
+        """Route one message; never raises for what a message or a step does.
+
+        ``seen`` maps de-duplication keys of readings already received to the message
+        that carried them first (see ``prepare``); those readings are not delivered again.
+        """
+        return self.finish(self.prepare(raw), seen)
+
+    def prepare(self, raw: bytes) -> Prepared:
+        """Preprocess, read and judge one message: the part before de-duplication."""
+        try:
+            return self._prepare(raw)
+        except (StepFailed, HeaderError, EditError) as error:
+            return Prepared(decision=_failed(error))
+
+    def finish(self, prepared: Prepared, seen: dict[str, int] | None = None) -> Decision:
+        """Filter, transform and render a prepared message; never raises for its content."""
+        if prepared.decision is not None:
+            return prepared.decision
+        try:
+            return self._finish(prepared, seen or {})
+        except (StepFailed, HeaderError, EditError) as error:
+            return _failed(error)
+
+    def _prepare(self, raw: bytes) -> Prepared:
         if self._preprocess is not None:
             raw = self._preprocess(raw)
-        message = EditableMessage.parse(raw)
+        pcd = self._pcd
+        message = DeviceMessage.read(raw, pcd.default_tz if pcd is not None else None)
+        if pcd is None:
+            return Prepared(message)
+        report = device_report(message)
+        assessment = pcd.assess(message, report)
+        if assessment.rejected:
+            reason = f"rejected by device data rules: {describe(assessment.rejected)}"
+            everything = describe(assessment.rejected + assessment.flagged, limit=4000)
+            return Prepared(decision=Decision(
+                Verdict.ERROR, reason, f"rejected by device data rules: {everything}"))
+        note = (f"flagged by device data rules: {describe(assessment.flagged)}"
+                if assessment.flagged else "")
+        return Prepared(message, None, pcd.observations(report), note,
+                        pcd.sightings(message, report))
+
+    def _finish(self, prepared: Prepared, seen: dict[str, int]) -> Decision:
+        message = prepared.message
+        assert message is not None
+        notes = [prepared.note] if prepared.note else []
+        sightings = prepared.sightings
+        repeated = {o.obx: seen[o.key] for o in prepared.observations if o.key in seen}
+        if repeated:
+            owners = {str(obx): owner for obx, owner in repeated.items()}
+            if len(repeated) == len({o.obx for o in prepared.observations}):
+                reason = (f"every reading was already received in {owners_text(owners)} "
+                          "(re-sent)")
+                return Decision(Verdict.FILTERED, "; ".join([reason, *notes]))
+            notes.append(f"{len(repeated)} of {len(prepared.observations)} readings already "
+                         f"received in {owners_text(owners)}; delivered the others")
+            message = without_observations(message, repeated)
         if not self._accepts(message):
-            return Decision(Verdict.FILTERED, CHANNEL_FILTERED)
+            return Decision(Verdict.FILTERED, "; ".join([CHANNEL_FILTERED, *notes]),
+                            sightings=sightings)
         if not self._destinations:
-            return Decision(Verdict.FILTERED, NO_DESTINATIONS)
+            return Decision(Verdict.FILTERED, "; ".join([NO_DESTINATIONS, *notes]),
+                            sightings=sightings)
         if self._transform is not None:
             message = self._transform(message)
+            forget_report(message)
         outputs = [self._output(message, d) for d in self._destinations]
         if all(o.verdict is Verdict.FILTERED for o in outputs):
-            return Decision(Verdict.FILTERED, ALL_FILTERED, outputs=outputs)
-        return Decision(Verdict.QUEUED, outputs=outputs)
+            return Decision(Verdict.FILTERED, "; ".join([ALL_FILTERED, *notes]),
+                            outputs=outputs, sightings=sightings)
+        return Decision(Verdict.QUEUED, "; ".join(notes), outputs=outputs, sightings=sightings)
 
     def _output(self, message: EditableMessage, d: _Destination) -> Output:
         if d.accepts is not None and not d.accepts(message):
@@ -137,3 +228,14 @@ class ChannelPipeline:
             message = d.transform(message.copy())
         return Output(d.name, Verdict.QUEUED, render(message, d.output), lane)
 
+
+
+def _failed(error: Exception) -> Decision:
+    """The ERROR decision for a failing step, an unreadable message or unencodable output."""
+    if isinstance(error, StepFailed):
+        return Decision(Verdict.ERROR, str(error), f"{error}\n{error.traceback}")
+    if isinstance(error, HeaderError):
+        return Decision(Verdict.ERROR, f"unreadable after preprocessing: {error.reason}",
+                        f"unreadable after preprocessing: {error.reason}")
+    return Decision(Verdict.ERROR, "output cannot be encoded",
+                    f"output cannot be encoded: {error}")

@@ -10,6 +10,8 @@ A condition is one of (YAML)::
     {any: [<condition>, ...]}           # at least one holds
     {not: <condition>}
     {python: package.module:function}   # function(message) -> bool; optional id
+    {pcd: "metric(MDC_PULS_OXIM_SAT_O2).value < 90"}   # device data: see channels.pcd
+    {pcd_metric: ..}, {pcd_device: ..}, {pcd_alarm_priority: ..}, {pcd_profile: ..}
 
 What a field test means, for analysts:
 
@@ -51,6 +53,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from channels.hooks import HookLoader, HookSpec, run_step
+from channels.pcd import (
+    PCD_FORMS,
+    AlarmPriorityTest,
+    DeviceTest,
+    MetricTest,
+    ProfileTest,
+    compile_pcd_condition,
+    validate_pcd_condition,
+)
 from profiles.hl7.edit import FieldReader
 from profiles.hl7.path import Path, PathError
 
@@ -217,21 +228,25 @@ _FORMS: dict[str, type[_ConditionModel]] = {
 }
 
 
-def _validate_condition(value: Any) -> _ConditionModel:
+def _validate_condition(value: Any) -> _ConditionModel | PcdTest:
     """Pick the form from the mapping's key (or parse a string), so errors keep their place."""
-    if isinstance(value, _ConditionModel):
+    if isinstance(value, _ConditionModel | MetricTest | DeviceTest | AlarmPriorityTest
+                  | ProfileTest):
         return value
     if isinstance(value, str):
         return parse_expression(value)
     if isinstance(value, dict):
-        forms = [key for key in _FORMS if key in value]
+        forms = [key for key in (*_FORMS, "pcd", *PCD_FORMS) if key in value]
         if len(forms) != 1:
             keys = ", ".join(str(k) for k in value) or "none"
             message = (
                 "a condition mapping has exactly one of field, all, any, not, python "
-                "(found keys: {keys})"
+                "(found keys: {keys}); for device data: pcd, pcd_metric, pcd_device, "
+                "pcd_alarm_priority, pcd_profile"
             )
             raise PydanticCustomError("condition", message, {"keys": keys})
+        if forms[0] not in _FORMS:
+            return validate_pcd_condition(value)
         return _FORMS[forms[0]].model_validate(value)
     raise PydanticCustomError(
         "condition",
@@ -240,12 +255,14 @@ def _validate_condition(value: Any) -> _ConditionModel:
     )
 
 
-def _dump(value: _ConditionModel) -> Any:
+def _dump(value: Any) -> Any:
     return value.model_dump(by_alias=True, exclude_none=True)
 
 
+PcdTest = MetricTest | DeviceTest | AlarmPriorityTest | ProfileTest
+
 Condition = Annotated[
-    FieldTest | AllOf | AnyOf | Not | PythonCondition,
+    FieldTest | AllOf | AnyOf | Not | PythonCondition | PcdTest,
     PlainValidator(_validate_condition),
     PlainSerializer(_dump),
 ]
@@ -254,10 +271,11 @@ Condition = Annotated[
 for _model in (AllOf, AnyOf, Not):
     _model.model_rebuild()
 
-_ADAPTER: TypeAdapter[FieldTest | AllOf | AnyOf | Not | PythonCondition] = TypeAdapter(Condition)
+_ADAPTER: TypeAdapter[FieldTest | AllOf | AnyOf | Not | PythonCondition | PcdTest] = (
+    TypeAdapter(Condition))
 
 
-def parse_condition(data: Any) -> FieldTest | AllOf | AnyOf | Not | PythonCondition:
+def parse_condition(data: Any) -> FieldTest | AllOf | AnyOf | Not | PythonCondition | PcdTest:
     """Validate plain data (a string or mapping from YAML) into a condition."""
     return _ADAPTER.validate_python(data)
 
@@ -427,6 +445,8 @@ def compile_condition(condition: Condition, hooks: HookLoader) -> Predicate:
         return lambda m: not inner(m)
     if isinstance(condition, PythonCondition):
         return _compile_hook(condition, hooks)
+    if isinstance(condition, MetricTest | DeviceTest | AlarmPriorityTest | ProfileTest):
+        return compile_pcd_condition(condition)
     raise TypeError(f"not a condition: {type(condition).__name__}")
 
 
