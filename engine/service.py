@@ -22,6 +22,9 @@ from twisted.logger import Logger
 from channels.catalog import load_catalog
 from channels.ids import ControlIdSource
 from channels.mllp_source import MLLPSource
+from engine.alerts.devices import DeviceSilenceProvider
+from engine.alerts.monitor import AlertMonitor
+from engine.alerts.receivers import build_receivers, receiver_names
 from engine.audit import AuditEvent
 from engine.config import EngineConfig
 from engine.deployment import Deployment, listen_mllp
@@ -62,6 +65,9 @@ class EngineService(Service):
         self._control_ids = ControlIdSource(reactor.seconds())
         self.ready: defer.Deferred[None] = defer.Deferred()
         self.metrics = EngineMetrics(reactor, open_connections=self._open_connections)
+        self.alerts: AlertMonitor | None = None
+        self.device_activity: DeviceSilenceProvider | None = None
+        """Set by device tracking; `device_silence` alert rules read it."""
 
     def startService(self) -> None:
         super().startService()
@@ -107,6 +113,7 @@ class EngineService(Service):
     async def _start(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        receivers = build_receivers(cfg.alerts, self.reactor)
         self._readers.start()
         self.store = open_store(cfg.store_url(),
                                 duplicate_window_s=cfg.store.duplicate_window_seconds)
@@ -124,6 +131,12 @@ class EngineService(Service):
         self.router.recover(self.store)
         store = self.store
         self.metrics.start(lambda: self._read(queue_stats, store))
+        self.alerts = AlertMonitor(cfg.alerts, self.metrics, receivers, clock=self.reactor,
+                                   node=self.node_id, devices=lambda: self.device_activity)
+        self.alerts.start()
+        if cfg.alerts.rules:
+            log.info("alerts: {n} rules to {receivers}", n=len(cfg.alerts.rules),
+                     receivers=", ".join(receiver_names(receivers)))
         self.port = await listen_mllp(self.reactor, cfg.mllp, self.source_for(cfg.mllp.channel))
         address = self.port.getHost()
         log.info("MLLP listening on {host}:{port} for channel {channel}",
@@ -213,6 +226,8 @@ class EngineService(Service):
 
     async def _stop(self) -> None:
         self.metrics.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
         if self.admin_port is not None:
             await self.admin_port.stopListening()
         if self.port is not None:
