@@ -290,36 +290,41 @@ class _Extraction:
         self, obx: Segment, index: int, obr_time: datetime | None, msh_time: datetime | None
     ) -> _Row:
         d, codec = self.d, self.codec
+        fields = obx.text.split(d.field)
+        fields += [""] * (19 - len(fields))
         location = f"OBX[{index}]"
-        path_text = obx.field(4).strip()
+        path_text = fields[4].strip()
         path = ContainmentPath.parse(path_text) if path_text else None
         if path_text and path is None:
             self.warn(f"{location}-4", 102, "OBX-4 is not a containment path (MDS.VMD.CHAN.METRIC)")
-        observed = self._time(obx.field(14), f"{location}-14")
+        observed = self._time(fields[14], f"{location}-14") if fields[14] else None
         source = "OBX-14"
         if observed is None:
             observed, source = (obr_time, "OBR-7") if obr_time else (msh_time, "MSH-7")
             if observed is None:
                 source = ""
         identity = None
-        for rep in obx.repetitions(18):
-            identity = hl7read.parse_identity(rep, d, codec, "OBX-18")
-            if identity is not None:
-                break
-        raw_value = obx.field(5)
-        flags = tuple(f.strip() for f in obx.repetitions(8) if f.strip())
+        if fields[18]:
+            for rep in fields[18].split(d.repetition):
+                identity = hl7read.parse_identity(rep, d, codec, "OBX-18")
+                if identity is not None:
+                    break
+        raw_value = fields[5]
+        flags: tuple[str, ...] = ()
+        if fields[8]:
+            flags = tuple(f.strip() for f in fields[8].split(d.repetition) if f.strip())
         return _Row(
             index=index,
-            set_id=obx.field(1).strip(),
-            value_type=obx.field(2).strip().upper(),
-            code=hl7read.parse_code(obx.field(3), d, codec),
+            set_id=fields[1].strip(),
+            value_type=fields[2].strip().upper(),
+            code=hl7read.parse_code(fields[3], d, codec),
             path=path,
             raw_value=raw_value,
             first_value=raw_value.split(d.repetition, 1)[0] if d.repetition else raw_value,
-            unit=self._unit(obx.field(6)),
-            reference_range=hl7read.leaf(obx.field(7), d, codec),
+            unit=self._unit(fields[6]),
+            reference_range=hl7read.leaf(fields[7], d, codec),
             flags=flags,
-            status=obx.field(11).strip(),
+            status=fields[11].strip(),
             observed_at=observed,
             time_source=source,
             identity=identity,
