@@ -13,11 +13,11 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     globalLogBeginner,
-    jsonFileLogObserver,
     textFileLogObserver,
 )
 
 from engine.commands.common import add_config_option, load_or_exit
+from engine.logs import json_lines_observer
 
 SWITCH_INTERVAL_S = 0.0005
 
@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Run the engine in the reactor; SIGTERM stops it cleanly via reactor shutdown."""
     config = load_or_exit(args)
-    observer = (jsonFileLogObserver(sys.stdout) if config.log_format == "json"
+    observer = (json_lines_observer(sys.stdout) if config.log_format == "json"
                 else textFileLogObserver(sys.stdout))
     level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [level])],
