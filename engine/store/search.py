@@ -280,3 +280,19 @@ def for_reprocess(flt: MessageFilter) -> MessageFilter:
         raise ValueError("a bulk reprocess by filter takes only status ERROR")
     return replace(flt, statuses=(Status.ERROR.value,))
 
+
+
+def raw_contents(store: Store, message_ids: Sequence[int]) -> dict[int, bytes]:
+    """The raw payload of each message that still has one (pruned ones are left out)."""
+    if not message_ids:
+        return {}
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(contents.c.message_id, contents.c.data)
+            .where(contents.c.message_id.in_(list(message_ids)),
+                   contents.c.kind == ContentKind.RAW.value)
+            .order_by(contents.c.id))
+        found: dict[int, bytes] = {}
+        for mid, data in rows:
+            found.setdefault(mid, bytes(data))
+        return found
