@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from channels.catalog import load_catalog
 from channels.ids import ControlIdSource
 from channels.mllp_source import MLLPSource
+from engine.access.gate import AccessGate
 from engine.alerts.devices import DeviceSilenceProvider
 from engine.alerts.monitor import AlertMonitor
 from engine.alerts.receivers import build_receivers, receiver_names
@@ -64,6 +65,7 @@ class EngineService(Service):
         self._readers = DaemonThreadPool(minthreads=1, maxthreads=2, name="store-reader")
         self._control_ids = ControlIdSource(reactor.seconds())
         self.ready: defer.Deferred[None] = defer.Deferred()
+        self.access = AccessGate(self)
         self.metrics = EngineMetrics(reactor, open_connections=self._open_connections)
         self.alerts: AlertMonitor | None = None
         self.device_activity: DeviceSilenceProvider | None = None
@@ -145,8 +147,8 @@ class EngineService(Service):
 
         self.admin_port = await listen_admin(self)
         address = self.admin_port.getHost()
-        log.info("admin API on http://{host}:{port}/api/v1/", host=address.host,
-                 port=address.port)
+        log.info("admin API on {scheme}://{host}:{port}/api/v1/", host=address.host,
+                 port=address.port, scheme="https" if cfg.admin.tls else "http")
 
     def _open_connections(self) -> dict[str, int]:
         """Open MLLP connections per channel: the engine's listener and channel sources."""
@@ -230,6 +232,7 @@ class EngineService(Service):
             self.alerts.stop()
         if self.admin_port is not None:
             await self.admin_port.stopListening()
+        self.access.forget_local_token()
         if self.port is not None:
             await self.port.stopListening()
         if self.deployment is not None:
