@@ -8,19 +8,25 @@ dashboard). A new endpoint is a new module; this file does not change.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import pkgutil
 from collections.abc import Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.web import resource, server
 
 import engine.api
-from engine.api.routing import Route, Router
+from engine.access.router import AccessRouter
+from engine.api.routing import Route
+from mllp.endpoints import server_endpoint
 
 if TYPE_CHECKING:
     from engine.service import EngineService
+
+log = Logger()
 
 
 def api_modules() -> Iterator[ModuleType]:
@@ -44,7 +50,8 @@ def build_site(engine: EngineService) -> server.Site:
     root = resource.Resource()
     api = resource.Resource()
     root.putChild(b"api", api)
-    api.putChild(b"v1", Router(all_routes(engine)))
+    api.putChild(b"v1", AccessRouter(all_routes(engine), engine.access.authenticate,
+                                     engine.audit_action))
     for module in api_modules():
         mount = getattr(module, "mounts", None)
         if callable(mount):
@@ -55,10 +62,33 @@ def build_site(engine: EngineService) -> server.Site:
     return site
 
 
-def listen_admin(engine: EngineService) -> defer.Deferred[Any]:
-    """Listen for the admin API on the configured interface and port."""
-    from twisted.internet.endpoints import TCP4ServerEndpoint
+def is_loopback(interface: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost; an empty interface means every one."""
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
 
+
+def admin_endpoint_description(port: int, interface: str) -> str:
+    """The Twisted endpoint string of the admin listener (IPv6 colons escaped)."""
+    return f"tcp:{port}:interface={interface.replace(':', chr(92) + ':')}"
+
+
+def listen_admin(engine: EngineService) -> defer.Deferred[Any]:
+    """Listen for the admin API on the configured interface and port, over TLS if set.
+
+    Writes a fresh local admin token first, for `interlink` commands on this machine.
+    """
     admin = engine.config.admin
-    endpoint = TCP4ServerEndpoint(engine.reactor, admin.port, interface=admin.interface)
-    return endpoint.listen(build_site(engine))
+    if admin.tls is None and not is_loopback(admin.interface):
+        log.warn("ADMIN API WITHOUT TLS ON A NON-LOOPBACK INTERFACE ({interface}): "
+                 "passwords, session cookies and message content cross the network in "
+                 "clear text; set admin.tls in the engine file", interface=admin.interface)
+    engine.access.write_local_token()
+    tls = admin.tls.settings() if admin.tls is not None else None
+    endpoint = server_endpoint(engine.reactor,
+                               admin_endpoint_description(admin.port, admin.interface), tls)
+    return defer.ensureDeferred(endpoint.listen(build_site(engine)))

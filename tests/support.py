@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,9 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -100,6 +104,34 @@ class EngineProcess:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
 
+    def local_token(self) -> str:
+        """The admin token the running engine wrote for commands on this machine."""
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def api(self, method: str, path: str, body: Any = None, token: str | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, Any]:
+        """Call `/api/v1/<path>` with a Bearer token (the local admin token unless given).
+
+        Returns the status and the JSON answer (None for an empty body), also for errors.
+        Pass `token=""` to call without credentials.
+        """
+        bearer = self.local_token() if token is None else token
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.admin_port}/api/v1/{path}",
+            data=None if body is None else json.dumps(body).encode(), method=method,
+            headers={"content-type": "application/json",
+                     **({"authorization": f"Bearer {bearer}"} if bearer else {}),
+                     **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as error:
+            text = error.read()
+            try:
+                return error.code, json.loads(text or b"null")
+            except ValueError:
+                return error.code, text.decode("utf-8", "replace")
+
     def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another `interlink` command against this engine's store."""
         env = engine_env(self.data_dir, self.port, self.config, self.admin_port, self.channels)
@@ -142,6 +174,7 @@ def start_engine(data_dir: Path, port: int | None = None, config: Path | None = 
     engine = EngineProcess(data_dir, port, proc, log, config, admin_port, channels)
     try:
         wait_for_port(port, proc)
+        wait_for_port(admin_port, proc)
     except Exception:
         engine.stop(signal.SIGKILL)
         raise RuntimeError(log.read_text()) from None

@@ -39,6 +39,18 @@ def check_name(name: str, what: str = "user name") -> str:
     return name
 
 
+MIN_PASSWORD = 8
+
+
+def check_password(password: object) -> str:
+    """A password long enough to be worth hashing (the text says why, not the password)."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise AccessError(f"a password has at least {MIN_PASSWORD} characters")
+    if len(password) > 1024:
+        raise AccessError("a password has at most 1024 characters")
+    return password
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     """A person who may log in (never the password hash outside this module)."""

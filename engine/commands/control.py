@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
+from engine.access.tokens import read_local_token
 from engine.config import EngineConfig
 
 TIMEOUT_S = 60.0
+TOKEN_ENV = "INTERLINK_TOKEN"
+
+
+def os_user() -> str:
+    """Who runs this command, for the audit record (`cli:<os user>`)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def credentials(config: EngineConfig) -> dict[str, str]:
+    """`Authorization: Bearer` with INTERLINK_TOKEN, else the running engine's local token."""
+    token = os.environ.get(TOKEN_ENV) or read_local_token(config.data_dir)
+    if not token:
+        return {}
+    return {"authorization": f"Bearer {token}", "x-interlink-actor": f"cli:{os_user()}"}
 
 
 def call(config: EngineConfig, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -18,19 +38,37 @@ def call(config: EngineConfig, method: str, path: str, body: Any = None) -> tupl
     host = config.admin.interface
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
-    url = f"http://{host}:{config.admin.port}/api/v1/{path}"
-    data = json.dumps(body).encode() if body is not None else b""
-    request = urllib.request.Request(url, data=data if method == "POST" else None,
-                                     method=method,
-                                     headers={"content-type": "application/json"})
+    scheme = "https" if config.admin.tls is not None else "http"
+    url = f"{scheme}://{host}:{config.admin.port}/api/v1/{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"content-type": "application/json",
+                                              **credentials(config)})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S,
+                                    context=_tls_context(config)) as answer:
             return answer.status, json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
     except (urllib.error.URLError, ConnectionError) as error:
         print(f"interlink: no engine answering at {url}: {error}", file=sys.stderr)
         raise SystemExit(3) from error
+
+
+def _tls_context(config: EngineConfig) -> Any:
+    """For an admin port with TLS: trust its own certificate (this machine's engine)."""
+    tls = config.admin.tls
+    if tls is None:
+        return None
+    import ssl
+
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(tls.certificate))
+    # The engine's own certificate is the trust anchor, self-signed or not; the address
+    # is this machine's, which the certificate need not name.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.check_hostname = False
+    return context
 
 
 def report(code: int, answer: Any) -> int:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
@@ -156,11 +155,9 @@ def send_all(port: int, conversations: list[list[bytes]]) -> dict[str, str]:
 
 
 def admin(engine: EngineProcess, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{engine.admin_port}/api/v1/{path}",
-                                     data=data, method=method)
-    with urllib.request.urlopen(request, timeout=DEADLINE) as response:
-        return json.loads(response.read())
+    status, answer = engine.api(method, path, body, timeout=DEADLINE)
+    assert 200 <= status < 300, (status, answer)
+    return answer
 
 
 def destination_counters(engine: EngineProcess, channel: str, name: str = "ehr"

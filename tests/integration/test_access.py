@@ -1,0 +1,179 @@
+"""Access control over a real engine: logins, sessions, tokens, roles, and their audit."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from engine.store.schema import audit_events
+from engine.store.store import open_store, sqlite_url
+from tests.support import EngineProcess, start_engine
+
+PASSWORD = "correct-horse-9"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[EngineProcess]:
+    proc = start_engine(tmp_path / "data")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+class Browser:
+    """A caller with a cookie jar of one cookie, as the dashboard's browser would be."""
+
+    def __init__(self, engine: EngineProcess) -> None:
+        self.engine = engine
+        self.cookie = ""
+        self.csrf = ""
+
+    def call(self, method: str, path: str, body: Any = None, *, csrf: bool = True
+             ) -> tuple[int, Any, http.client.HTTPResponse]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.engine.admin_port, timeout=30)
+        headers = {"content-type": "application/json"}
+        if self.cookie:
+            headers["cookie"] = self.cookie
+        if csrf and self.csrf:
+            headers["x-interlink-csrf"] = self.csrf
+        conn.request(method, f"/api/v1/{path}",
+                     body=None if body is None else json.dumps(body), headers=headers)
+        answer = conn.getresponse()
+        text = answer.read()
+        conn.close()
+        return answer.status, json.loads(text) if text else None, answer
+
+    def login(self, user: str, password: str) -> tuple[int, Any, http.client.HTTPResponse]:
+        status, body, answer = self.call("POST", "auth/login",
+                                         {"user": user, "password": password})
+        if status == 200:
+            self.cookie = answer.getheader("set-cookie", "").split(";")[0]
+            self.csrf = body["csrf_token"]
+        return status, body, answer
+
+
+def audit_rows(engine: EngineProcess) -> list[Any]:
+    store = open_store(sqlite_url(engine.data_dir))
+    try:
+        with store.engine.connect() as conn:
+            return list(conn.execute(select(audit_events).order_by(audit_events.c.id)))
+    finally:
+        store.close()
+
+
+def add_user(engine: EngineProcess, name: str, role: str) -> None:
+    status, body = engine.api("POST", "users", {"name": name, "role": role,
+                                                "password": PASSWORD})
+    assert status == 201, body
+
+
+def test_nothing_is_served_without_credentials(engine: EngineProcess) -> None:
+    """With no users at all, API calls without a token get 401, and so do bad tokens."""
+    for method, path in (("GET", "channels"), ("GET", "auth/me"), ("GET", "users"),
+                         ("POST", "messages/reprocess")):
+        status, _ = engine.api(method, path, {"ids": [1]} if method == "POST" else None,
+                               token="")
+        assert status == 401, path
+    assert engine.api("GET", "channels", token="il_not-a-real-token")[0] == 401
+    assert engine.api("GET", "channels", headers={"authorization": "Basic YTpi"},
+                      token="")[0] == 401
+    status, me = engine.api("GET", "auth/me")
+    assert (status, me["role"], me["via"]) == (200, "admin", "local")
+
+
+def test_viewer_is_refused_content_and_the_refusal_is_audited(engine: EngineProcess) -> None:
+    """A logged-in viewer sees channels, gets 403 on an operator route, and it is recorded."""
+    add_user(engine, "vera", "viewer")
+    vera = Browser(engine)
+    status, body, answer = vera.login("vera", PASSWORD)
+    assert (status, body["user"], body["role"]) == (200, "vera", "viewer")
+    cookie = answer.getheader("set-cookie")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert vera.call("GET", "channels")[0] == 200
+    status, body, _ = vera.call("POST", "messages/reprocess", {"ids": [1]})
+    assert (status, body) == (403, {"error": "needs the operator role"})
+    refused = [r for r in audit_rows(engine) if r.action == "access.refused"]
+    assert len(refused) == 1
+    detail = json.loads(refused[0].detail)
+    assert refused[0].actor == "vera"
+    assert detail["route"] == "POST messages/reprocess" and detail["needs"] == "operator"
+    assert detail["peer"].startswith("127.0.0.1:")
+
+
+def test_session_changes_need_the_csrf_token_and_logout_ends_it(engine: EngineProcess) -> None:
+    """A cookie alone cannot change anything; after logout the cookie is worthless."""
+    add_user(engine, "otto", "operator")
+    otto = Browser(engine)
+    assert otto.login("otto", PASSWORD)[0] == 200
+    status, body, _ = otto.call("POST", "tokens", {"name": "script"}, csrf=False)
+    assert status == 403 and "X-Interlink-CSRF" in body["error"]
+    status, body, _ = otto.call("POST", "tokens", {"name": "script"})
+    assert status == 201 and body["role"] == "operator"
+    token = body["token"]
+    me = otto.call("GET", "auth/me")[1]
+    assert (me["user"], me["csrf_token"]) == ("otto", otto.csrf)
+    assert otto.call("POST", "auth/logout")[0] == 200
+    assert otto.call("GET", "auth/me")[0] == 401
+    status, me = engine.api("GET", "auth/me", token=token)
+    assert (status, me["user"], me["via"]) == (200, "otto", "token")
+    actions = [r.action for r in audit_rows(engine)]
+    assert actions.count("access.refused") == 1  # the change without the CSRF token
+    assert "auth.login" in actions and "auth.logout" in actions
+
+
+def test_failed_logins_are_audited_without_the_password_and_lock_out(
+        engine: EngineProcess) -> None:
+    """Wrong passwords answer 401, are recorded without the password, and the fifth locks."""
+    add_user(engine, "ada", "admin")
+    ada = Browser(engine)
+    for _ in range(5):
+        assert ada.login("ada", "Wrong-password-1")[0] == 401
+    status, _, answer = ada.login("ada", PASSWORD)
+    assert status == 429 and int(answer.getheader("retry-after")) >= 1
+    failed = [r for r in audit_rows(engine) if r.action == "auth.login_failed"]
+    assert len(failed) == 6
+    assert all("Wrong-password" not in r.detail and PASSWORD not in r.detail for r in failed)
+    assert json.loads(failed[0].detail)["reason"] == "wrong password"
+    assert json.loads(failed[-1].detail)["reason"] == "locked out"
+
+
+def test_tokens_roles_and_user_changes(engine: EngineProcess) -> None:
+    """A token acts with its role, follows its owner's demotion, and stops when revoked."""
+    add_user(engine, "ada", "admin")
+    status, created = engine.api("POST", "tokens", {"user": "ada", "name": "ci",
+                                                    "role": "operator"})
+    assert status == 201
+    token = created["token"]
+    assert engine.api("GET", "channels", token=token)[0] == 200
+    assert engine.api("GET", "users", token=token)[0] == 403
+    listed = engine.api("GET", "tokens?user=ada")[1]["tokens"]
+    assert [t["name"] for t in listed] == ["ci"] and "token" not in listed[0]
+    assert listed[0]["last_used_at"] is not None
+    assert engine.api("POST", "users/ada/role", {"role": "viewer"})[0] == 200
+    assert engine.api("GET", "auth/me", token=token)[1]["role"] == "viewer"
+    assert engine.api("DELETE", f"tokens/{created['id']}")[0] == 200
+    assert engine.api("GET", "channels", token=token)[0] == 401
+    assert engine.api("DELETE", "users/ada")[0] == 200
+    assert engine.api("GET", "users")[1] == {"users": []}
+    actions = [(r.actor, r.action) for r in audit_rows(engine)]
+    for action in ("user.added", "token.created", "user.role_changed", "token.revoked",
+                   "user.removed"):
+        assert ("cli", action) in actions
+
+
+def test_the_local_token_file_is_private_and_goes_away_at_stop(tmp_path: Path) -> None:
+    """The engine writes admin.token mode 0600 at start and removes it when it stops."""
+    proc = start_engine(tmp_path / "data")
+    path = proc.data_dir / "admin.token"
+    try:
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        assert proc.stop() == 0
+    assert not path.exists()
