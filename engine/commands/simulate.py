@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import re
 import sys
 from collections import Counter
@@ -234,12 +235,15 @@ class MLLPLink:
         return defer.DeferredList([sender.stop() for sender in self._senders], consumeErrors=True)
 
 
-def run_id_for(seconds: float) -> str:
-    """Six base-36 characters of the start second: another run gets other MSH-10s."""
-    number, out = int(seconds) % 36**6, ""
+def run_id_for(seconds: float, seed: int) -> str:
+    """Six base-36 characters from the start time and seed, so that another run, even one
+    started in the same second, gets other MSH-10s (the engine would take repeats as
+    duplicates and not route them)."""
+    digest = hashlib.sha256(f"{seed}:{seconds:.6f}".encode()).digest()
+    number, out = int.from_bytes(digest[:8], "big"), ""
     for _ in range(6):
         number, digit = divmod(number, 36)
-        out = _BASE36[digit] + out
+        out += _BASE36[digit]
     return out
 
 
@@ -344,7 +348,7 @@ def handle(args: argparse.Namespace) -> int:
             args.monitors,
             args.pumps,
             start,
-            run_id=run_id_for(start),
+            run_id=run_id_for(start, args.seed),
             alarms=args.alarms,
         )
 

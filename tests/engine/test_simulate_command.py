@@ -149,10 +149,12 @@ def test_answer_reading_tolerates_odd_answers() -> None:
     assert judge(ack("X1", "AR"), "X1") is Outcome.REFUSED
 
 
-def test_run_ids_differ_by_the_second_and_fit_msh10() -> None:
-    """Runs a second apart get different MSH-10 prefixes of six base-36 characters."""
-    ids = {run_id_for(START + n) for n in range(100)}
-    assert len(ids) == 100 and all(len(i) == 6 and i.isalnum() and i.isupper() for i in ids)
+def test_run_ids_differ_by_start_and_seed_and_fit_msh10() -> None:
+    """Runs a millisecond apart, or with another seed, get other six-character prefixes."""
+    ids = {run_id_for(START + n / 1000, 1) for n in range(100)}
+    ids |= {run_id_for(START, seed) for seed in range(2, 102)}
+    assert len(ids) == 200 and all(len(i) == 6 and i.isalnum() and i.isupper() for i in ids)
+    assert run_id_for(START, 1) == run_id_for(START, 1)
 
 
 def test_the_command_line_options() -> None:
