@@ -11,6 +11,7 @@ nothing asserts on time.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -24,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import (
+    REPO,
     EngineProcess,
     free_port,
     msa,
@@ -181,6 +183,11 @@ def test_metrics_health_and_json_logs_follow_the_traffic(tmp_path: Path) -> None
                        for r in log_records(engine))
 
         wait_until(alert_logged, "the queue alert in the log")
+
+        exposed = {name for name, _ in samples(engine)}
+        queried = dashboard_metric_names()
+        assert len(queried) >= 10
+        assert queried <= exposed, f"the dashboard queries unknown metrics: {queried - exposed}"
     finally:
         assert engine.stop() == 0
 
@@ -196,3 +203,23 @@ def test_metrics_health_and_json_logs_follow_the_traffic(tmp_path: Path) -> None
 def log_records(engine: EngineProcess) -> list[dict[str, Any]]:
     """Every line of the engine's output, each of which must be one JSON object."""
     return [json.loads(line) for line in engine.log.read_text().splitlines() if line.strip()]
+
+
+def dashboard_metric_names() -> set[str]:
+    """Every metric name the Grafana dashboard's queries and variables mention."""
+    dashboard = json.loads((REPO / "conf" / "grafana" / "interlink.json").read_text())
+    queries: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("expr", "definition") and isinstance(value, str):
+                    queries.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(dashboard)
+    return {name for q in queries for name in re.findall(r"\binterlink_[a-z_]+\b", q)}
