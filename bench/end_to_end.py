@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """End-to-end benchmark: MLLP in, filter and transform, MLLP out to an EHR, on SQLite.
 
-One channel (fed by the engine's own listener) filters and transforms an IHE PCD-01
-monitor message from `../shared/corpus` and delivers it over MLLP to
+One channel (fed by the engine's own listener) filters and transforms IHE PCD-01 reports
+of a simulated unit (`profiles.pcd.simulated`, as `interlink simulate` sends them:
+monitors and infusion pumps, fixed seed) and delivers them over MLLP to
 `../shared/tools/mllp_sink.py` standing in for the EHR. `../shared/tools/mllp_load.py`
 drives the engine for a bounded time (every ACK checked) while the queue depth is sampled
 from the store. Then the queue drains, and the store tells how many messages were received
 and delivered in the measuring window, and how long delivery took: a message's
 `received_at` to the commit of its delivery's SENT outcome (`deliveries.updated_at`).
 The bare Twisted + SQLite ceiling (`ceiling_twisted_sqlite.py`, as bench/ingest.py runs it)
-is driven with the same message in the same run, for a ratio: absolute rates drift
+is driven with the same messages in the same run, for a ratio: absolute rates drift
 between runs on shared machines.
 
     .venv/bin/python bench/end_to_end.py [--duration 15] [--connections 10 100]
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -32,8 +32,11 @@ from typing import Any
 
 from ingest import PY, REPO, TOOLS, free_port, start_ceiling, start_interlink, wait_listening
 
-MESSAGE = REPO.parent / "shared" / "corpus" / "pcd01-monitor" / \
-    "ihe-tf-philips-multiparam-monitor.hl7"
+from profiles.pcd.simulated import SimulatedUnit
+
+UNIT = {"seed": 1, "monitors": 8, "pumps": 4}
+REPORTS = 50
+"""Each simulated device's reports in the load generator's rotation (it renews MSH-10)."""
 
 CHANNEL = """\
 # The benchmark's channel: fed by the engine's own listener (mllp.channel: inbound).
@@ -53,6 +56,20 @@ destinations:
     to: {{type: mllp, host: 127.0.0.1, port: {port}, ack_timeout_seconds: 10}}
     retry: {{initial_seconds: 0.5, max_seconds: 5, max_attempts: null}}
 """
+
+
+def write_simulated(corpus: Path) -> str:
+    """The simulated unit's PCD-01 reports (no alarms) as one file; says what they are."""
+    start, interval = 1_795_000_000.0, 5.0
+    unit = SimulatedUnit(start=start, alarms=False, **UNIT)
+    count = len(unit.devices)
+    with (corpus / "simulated-unit.hl7").open("wb") as out:
+        for k in range(REPORTS):
+            for device in range(count):
+                for message in unit.report(device, start + interval * (k + device / count)):
+                    out.write(message.raw)
+    return (f"{REPORTS * count} simulated PCD-01 reports of {UNIT['monitors']} monitors and "
+            f"{UNIT['pumps']} pumps (seed {UNIT['seed']})")
 
 
 def load(port: int, connections: int, duration: float, corpus: Path,
@@ -213,14 +230,14 @@ def run_ceiling(workdir: Path, connections: int, duration: float,
 
 
 def report(connections: int, duration: float, ceiling: dict[str, Any],
-           engine: dict[str, Any]) -> dict[str, Any]:
+           engine: dict[str, Any], messages: str) -> dict[str, Any]:
     """Print one run's figures; returns its row for the JSON file."""
     load_ok = bool(engine["load"]["ok"])
     steady = engine["queue"]["growth_per_s"] < 0.02 * engine["received_per_s"]
     ratio = engine["received_per_s"] / ceiling["msgs_per_s"] if ceiling["msgs_per_s"] else 0.0
     lat, queue = engine["latency_ms"], engine["queue"]
-    print(f"\n{connections} connections, {duration:g} s of load, message {MESSAGE.name} "
-          f"({engine['load']['message_bytes']} bytes)")
+    print(f"\n{connections} connections, {duration:g} s of load, {messages} "
+          f"(the first is {engine['load']['message_bytes']} bytes)")
     print(f"  ceiling (bare Twisted + SQLite, ACK only)  {ceiling['msgs_per_s']:>9,.0f} msg/s")
     print(f"  interlink received (ACKed, stored)         {engine['received_per_s']:>9,.0f} msg/s"
           f"   ACK p50/p99 {engine['load']['latency_ms']['p50']:.2f}/"
@@ -251,10 +268,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="interlink-e2e-") as tmp:
             corpus = Path(tmp) / "corpus"
             corpus.mkdir()
-            shutil.copy(MESSAGE, corpus)
+            messages = write_simulated(corpus)
             ceiling = run_ceiling(Path(tmp), n, args.duration, corpus)
             engine = run_engine(Path(tmp), n, args.duration, corpus)
-        rows.append(report(n, args.duration, ceiling, engine))
+        rows.append(report(n, args.duration, ceiling, engine, messages))
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(rows, indent=2))
     return 0 if all(row["ok"] for row in rows) else 1
