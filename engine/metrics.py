@@ -1,20 +1,27 @@
 """The engine's Prometheus metrics, on a registry of its own (never the global one).
 
-Counts are plain integers on small per-channel and per-destination objects that the hot
-path holds on to, incremented on the reactor thread where the code already has a batch
-in hand (the writer's commit, a queue's outcome); a collector turns them into counter
-families when `/metrics` is scraped. Queue depth and the oldest waiting message come from
-a snapshot the engine refreshes every few seconds on a reader thread, so a scrape never
-queries the store. Label values are channel and destination names, never content.
+Counts (and histogram buckets) are plain numbers on small per-channel and per-destination
+objects that the hot path holds on to, changed on the reactor thread only, where the code
+already has a batch in hand (the writer's commit, a queue's outcome), with no lock and no
+label lookup; a collector turns them into metric families when `/metrics` is scraped.
+Queue depth and the oldest waiting message come from a snapshot the engine refreshes
+every few seconds on a reader thread, so a scrape never queries the store. Label values
+are channel and destination names, never content.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -36,18 +43,42 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 QueueRead = Callable[[], "defer.Deferred[Mapping[tuple[str, str], QueueStat]]"]
 
 
+class Timing:
+    """A histogram's buckets and sum, observed on the reactor thread without a lock."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts per upper bound, `+Inf` last (the exposition's form)."""
+        out, running = [], 0
+        for bound, count in zip((*map(repr, map(float, self.bounds)), "+Inf"), self.counts,
+                                strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+
 class ChannelCounters:
     """One channel's counts since the engine started, and its ACK latency histogram."""
 
     __slots__ = ("_ack", "duplicates", "errored", "filtered", "name", "received")
 
-    def __init__(self, name: str, ack: Any) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         self.received = 0
         self.filtered = 0
         self.errored = 0
         self.duplicates = 0
-        self._ack = ack
+        self._ack = Timing(ACK_BUCKETS)
 
     def answered(self, seconds: float) -> None:
         """A source answered a frame `seconds` after it arrived (the MLLP source's hook)."""
@@ -64,7 +95,7 @@ class DestinationCounters:
     __slots__ = ("_channel", "_latency", "channel", "consecutive_failures", "errored",
                  "failed_attempts", "failing_since", "name", "sent")
 
-    def __init__(self, channel: ChannelCounters, name: str, latency: Any) -> None:
+    def __init__(self, channel: ChannelCounters, name: str) -> None:
         self.channel = channel.name
         self.name = name
         self.sent = 0
@@ -73,7 +104,7 @@ class DestinationCounters:
         self.consecutive_failures = 0
         self.failing_since: float | None = None
         self._channel = channel
-        self._latency = latency
+        self._latency = Timing(DELIVERY_BUCKETS)
 
     def attempted(self, ok: bool, now: float) -> None:
         """One send attempt ended; a failure extends the streak, a success ends it."""
@@ -105,13 +136,6 @@ class EngineMetrics:
         self.clock = clock
         self.started_at = clock.seconds()
         self.registry = CollectorRegistry(auto_describe=False)
-        self._ack = Histogram(
-            "interlink_ack_latency_seconds", "Frame received to acknowledgment ready, per "
-            "channel", ["channel"], buckets=ACK_BUCKETS, registry=self.registry)
-        self._delivery = Histogram(
-            "interlink_delivery_latency_seconds", "Message received to delivery SENT, per "
-            "destination", ["channel", "destination"], buckets=DELIVERY_BUCKETS,
-            registry=self.registry)
         self.channels: dict[str, ChannelCounters] = {}
         self.destinations: dict[tuple[str, str], DestinationCounters] = {}
         self.queues: Mapping[tuple[str, str], QueueStat] = {}
@@ -127,7 +151,7 @@ class EngineMetrics:
         """The counters of one channel (made on first use, then the same object)."""
         counters = self.channels.get(name)
         if counters is None:
-            counters = self.channels[name] = ChannelCounters(name, self._ack.labels(name))
+            counters = self.channels[name] = ChannelCounters(name)
         return counters
 
     def destination(self, channel: str, name: str) -> DestinationCounters:
@@ -135,8 +159,7 @@ class EngineMetrics:
         key = (channel, name)
         counters = self.destinations.get(key)
         if counters is None:
-            counters = self.destinations[key] = DestinationCounters(
-                self.channel(channel), name, self._delivery.labels(channel, name))
+            counters = self.destinations[key] = DestinationCounters(self.channel(channel), name)
         return counters
 
     def committed(self, stored: Sequence[Any], changes: Any) -> None:
@@ -225,7 +248,19 @@ class _Collector:
             for c in channels:
                 family.add_metric([c.name], getattr(c, attr))
             yield family
+        ack = HistogramMetricFamily("interlink_ack_latency_seconds",
+                                    "Frame received to acknowledgment ready, per channel",
+                                    labels=["channel"])
+        for c in channels:
+            ack.add_metric([c.name], c._ack.buckets(), c._ack.total)
+        yield ack
         destinations = sorted(m.destinations.values(), key=lambda d: (d.channel, d.name))
+        delivery = HistogramMetricFamily("interlink_delivery_latency_seconds",
+                                         "Message received to delivery SENT, per destination",
+                                         labels=["channel", "destination"])
+        for d in destinations:
+            delivery.add_metric([d.channel, d.name], d._latency.buckets(), d._latency.total)
+        yield delivery
         per_destination = [
             ("interlink_deliveries_sent", "Deliveries a destination accepted", "sent"),
             ("interlink_deliveries_errored", "Deliveries dead-lettered after their retries",
