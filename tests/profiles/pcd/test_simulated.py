@@ -15,6 +15,7 @@ import hl7
 import pytest
 from hl7apy.parser import parse_message
 
+from profiles.pcd import check, extract
 from profiles.pcd.simulated import (
     SPO2_LOW_LIMIT,
     DeviceKind,
@@ -22,6 +23,7 @@ from profiles.pcd.simulated import (
     SimulatedMessage,
     SimulatedUnit,
     device_eui64,
+    hl7_time,
 )
 from tests.profiles.corpus import CORPUS
 
@@ -360,3 +362,58 @@ def test_bad_arguments_are_refused() -> None:
         args = {"seed": 1, "monitors": 1, "pumps": 1, "start": START, **kwargs}
         with pytest.raises(ValueError):
             SimulatedUnit(**args)  # type: ignore[arg-type]
+
+
+def test_extraction_reads_back_what_the_simulator_generated_and_conformance_finds_nothing() -> None:
+    """`profiles.pcd.extract` gives each generated value, device, patient, pump channel and
+    alarm back, and `profiles.pcd.check` (and extraction) report no finding at all."""
+    unit = SimulatedUnit(1, 2, 2, START)
+    alarms = pumps = 0
+    for m in run(unit, 150, 5.0):
+        report = extract(m.raw)
+        assert check(m.raw) == [] and report.findings == ()
+        assert report.profile == m.kind.value and report.control_id == m.control_id
+        # A PCD-04 declares no device tree: its device is the alarm's OBX-18.
+        identity = report.alarms[0].device if report.alarms else report.device_identity
+        assert identity is not None and identity.eui64 == m.device.eui64
+        assert report.patient is not None
+        assert report.patient.primary_id == m.device.patient.mrn
+        for obx in m.observations:
+            if m.kind is MessageKind.PCD01 and obx.value_type == "NM":
+                metric = report.metric(obx.code)
+                assert metric is not None and metric.value == float(obx.value), obx.refid
+                assert metric.unit is not None and metric.unit.ucum == obx.unit.ucum
+                assert metric.observed_at is not None
+                assert hl7_time(metric.observed_at.timestamp()) == obx.observed_at
+        if m.kind is MessageKind.PCD04:
+            (alarm,) = report.alarms
+            phase = m.value(68481)
+            assert (alarm.phase, alarm.state) == (phase, {"start": "active"}.get(phase, "inactive"))
+            if m.device.kind is DeviceKind.MONITOR:
+                assert (alarm.code.refid, alarm.priority, alarm.kind) == (
+                    "MDC_EVT_LO",
+                    "medium",
+                    "physiological",
+                )
+                assert alarm.source_metric is not None
+                assert alarm.source_metric.value == float(m.value(150456) or "nan")
+            else:
+                assert (alarm.priority, alarm.kind) == ("high", "technical")
+            alarms += 1
+        elif m.device.kind is DeviceKind.PUMP:
+            (channel,) = report.pumps
+            assert report.is_infusion_pump and not report.is_monitor
+            assert channel.drug_name == m.value(184514)
+            assert channel.is_infusing == (m.value(184519) == "^pump-status-infusing")
+            for quantity, code in (
+                (channel.volume_delivered, 157993),
+                (channel.volume_to_be_infused, 157884),
+                (channel.programmed_rate, 157784),
+                (channel.current_rate, 158014),
+                (channel.time_remaining, 157916),
+            ):
+                assert quantity is not None and quantity.value == float(m.value(code) or "nan")
+            pumps += 1
+        else:
+            assert report.is_monitor
+    assert alarms >= 2 and pumps == 300
