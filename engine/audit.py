@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,20 +101,63 @@ class ChainBreak:
 
     event_id: int
     reason: str
+    kind: str = "edited"
+    """`edited`, `removed` or `reordered`: what most likely happened at `event_id`."""
+    at: int | None = None
+    """The time the named event claims (microseconds), as stored."""
+    action: str = ""
+    """The action the named event claims, as stored."""
 
 
-def verify_rows(rows: Iterable[Any]) -> tuple[int, ChainBreak | None]:
-    """Walk stored rows in id order; return how many were checked and the first break."""
+Locate = Callable[[str], "int | None"]
+"""Finds the id of the stored event with a given hash (None when there is none)."""
+
+
+def verify_rows(rows: Iterable[Any], locate: Locate | None = None
+                ) -> tuple[int, ChainBreak | None]:
+    """Walk stored rows in id order; return how many were checked and the first break.
+
+    An event whose own hash does not match its content was edited. An intact event whose
+    link does not match the event before it was moved or follows a gap: `locate` (a lookup
+    of a hash anywhere in the table) tells a reordering (its predecessor is stored
+    elsewhere) from a removal (an id gap before it). With neither, the event before it was
+    edited and resealed with a new hash. Removing the newest events leaves no trace in
+    the chain itself.
+    """
     prev = GENESIS_HASH
+    before: Any = None
     checked = 0
     for row in rows:
-        if row.prev_hash != prev:
-            return checked, ChainBreak(row.id, "link to the previous event does not match "
-                                               "(an event before it was removed or reordered)")
-        expected = seal(prev, canonical_form(row.at, row.actor, row.action, row.message_id,
-                                             row.channel, row.detail))
+        expected = seal(row.prev_hash, canonical_form(row.at, row.actor, row.action,
+                                                      row.message_id, row.channel, row.detail))
         if row.hash != expected:
-            return checked, ChainBreak(row.id, "content does not match its hash (edited)")
+            return checked, _break(row, "edited", "its content does not match its hash")
+        if row.prev_hash != prev:
+            broken = _broken_link(row, before, locate)
+            return checked - (broken.event_id != row.id), broken
         prev = row.hash
+        before = row
         checked += 1
     return checked, None
+
+
+def _break(row: Any, kind: str, reason: str) -> ChainBreak:
+    return ChainBreak(row.id, f"{kind}: {reason}", kind, row.at, row.action)
+
+
+def _broken_link(row: Any, before: Any, locate: Locate | None) -> ChainBreak:
+    """An intact event that does not follow the one stored before it: why not."""
+    elsewhere = locate(row.prev_hash) if locate is not None else None
+    if elsewhere is not None:
+        return _break(row, "reordered", f"it follows event {elsewhere} in the chain, which is "
+                                         "stored elsewhere")
+    first_missing = before.id + 1 if before is not None else 1
+    if row.id > first_missing:
+        gap = (f"event {first_missing}" if row.id == first_missing + 1
+               else f"events {first_missing} to {row.id - 1}")
+        return _break(row, "removed", f"{gap} before it were removed"
+                      if row.id > first_missing + 1 else f"{gap} before it was removed")
+    if before is None:
+        return _break(row, "removed", "the events before it were removed")
+    return _break(before, "edited", "it was changed and its hash recomputed: the event "
+                                    f"after it (id {row.id}) no longer links to it")
