@@ -376,6 +376,16 @@ def handle(args: argparse.Namespace) -> int:
             print("\n".join(tally.lines()))
             result["code"] = 0 if tally.ok else 1
 
+        def interrupted() -> None:
+            """Ctrl-C or SIGTERM before the end: say what happened so far, and fail."""
+            if not simulation.done.called:
+                print("interlink simulate: interrupted before the end", file=sys.stderr)
+                tally = simulation.tally
+                tally.outcomes[Outcome.NO_ANSWER] += tally.total - sum(tally.outcomes.values())
+                report(tally)
+                result["code"] = 1
+
+        reactor.addSystemEventTrigger("before", "shutdown", interrupted)
         return simulation.start().addCallback(report)
 
     with contextlib.suppress(SystemExit):  # react() always exits; the code is ours
