@@ -33,26 +33,39 @@ def credentials(config: EngineConfig) -> dict[str, str]:
     return {"authorization": f"Bearer {token}", "x-interlink-actor": f"cli:{os_user()}"}
 
 
+class EngineUnreachable(Exception):
+    """No engine answers on the configured admin port."""
+
+
 def call(config: EngineConfig, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One request to `/api/v1/<path>` of the engine this config describes."""
+    """One request to `/api/v1/<path>` of the engine this config describes (exit 3 if none)."""
+    try:
+        return request(config, method, path, body)
+    except EngineUnreachable as error:
+        print(f"interlink: {error}", file=sys.stderr)
+        raise SystemExit(3) from error
+
+
+def request(config: EngineConfig, method: str, path: str, body: Any = None
+            ) -> tuple[int, Any]:
+    """One request to `/api/v1/<path>`; raises EngineUnreachable when nothing answers."""
     host = config.admin.interface
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     scheme = "https" if config.admin.tls is not None else "http"
     url = f"{scheme}://{host}:{config.admin.port}/api/v1/{path}"
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"content-type": "application/json",
-                                              **credentials(config)})
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json",
+                                          **credentials(config)})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S,
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S,
                                     context=_tls_context(config)) as answer:
             return answer.status, json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
     except (urllib.error.URLError, ConnectionError) as error:
-        print(f"interlink: no engine answering at {url}: {error}", file=sys.stderr)
-        raise SystemExit(3) from error
+        raise EngineUnreachable(f"no engine answering at {url}: {error}") from error
 
 
 def _tls_context(config: EngineConfig) -> Any:
