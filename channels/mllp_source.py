@@ -8,7 +8,7 @@ answered AR with an ERR segment (promise 4).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,8 +65,11 @@ class MLLPSource:
         control_ids: Callable[[], str],
         sender: tuple[str, str] = ("INTERLINK", ""),
         on_answer: Callable[[float], None] | None = None,
+        screen: Callable[[bytes], Sequence[ErrorDetail]] | None = None,
     ) -> None:
         self.channel = channel
+        self._screen = screen
+        """The channel's checks that reject before the ACK (device data rules): ERR entries."""
         self._commit = commit
         self._clock = clock
         self._control_ids = control_ids
@@ -115,6 +118,10 @@ class MLLPSource:
             return self._reject_unreadable(raw, peer, received_at, error)
         errors = check_acceptance(header, raw)
         outcome = suggested_outcome(errors)
+        if outcome is AckOutcome.ACCEPT and self._screen is not None:
+            rejected = self._screen(raw)
+            if rejected:  # stored as ERROR with the reasons, answered AE/CE with ERR
+                errors, outcome = [*errors, *rejected], AckOutcome.ERROR
         code = ack_code(header, outcome)
         failed = "; ".join(f"{e.code} {e.text}".strip() for e in errors
                            if e.severity in ("E", "F")) or None

@@ -57,6 +57,7 @@ from profiles.hl7.ack import ErrorDetail
 from profiles.hl7.edit import EditableMessage
 from profiles.hl7.message import Message
 from profiles.pcd.codes import convert_glucose
+from profiles.pcd.conformance import check
 from profiles.pcd.extract import extract
 from profiles.pcd.records import PRIORITY_CODES, DeviceReport, Finding, Metric
 from profiles.pcd.units import ucum_of
@@ -563,7 +564,7 @@ class DevicePolicy:
         self.config = config
         self.default_tz: tzinfo | None = (ZoneInfo(config.default_timezone)
                                           if config.default_timezone else None)
-        self._conformance = conformance or (lambda _message, report: report.findings)
+        self._conformance = conformance or conformance_findings
         self.rejects = config.conformance == "reject" or any(
             r.action == "reject" for r in config.plausibility)
         self.deduplicates = config.deduplicate is not None
@@ -607,12 +608,14 @@ class DevicePolicy:
                                    f"unit cannot be compared with{unit}"))
             elif rule.below is not None and value < rule.below:
                 out.append(Finding("error", where, 207,
-                                   f"{name} below the plausible limit {rule.below:g}{unit} "
-                                   f"(plausibility rule {number}, {rule.action})"))
+                                   f"{name} at {where} below the plausible limit "
+                                   f"{rule.below:g}{unit} (plausibility rule {number}, "
+                                   f"{rule.action})"))
             elif rule.above is not None and value > rule.above:
                 out.append(Finding("error", where, 207,
-                                   f"{name} above the plausible limit {rule.above:g}{unit} "
-                                   f"(plausibility rule {number}, {rule.action})"))
+                                   f"{name} at {where} above the plausible limit "
+                                   f"{rule.above:g}{unit} (plausibility rule {number}, "
+                                   f"{rule.action})"))
         return out
 
     def screen(self, raw: bytes) -> list[ErrorDetail]:
@@ -679,6 +682,19 @@ class DevicePolicy:
         except Exception:  # a unit is a nicety, never a reason to fail
             unit = ""
         return tuple(Sighting(key[:250], unit) for key in keys)
+
+
+def conformance_findings(message: Any, report: DeviceReport) -> list[Finding]:
+    """``profiles.pcd.conformance.check`` findings plus what extraction met, once each."""
+    view: Any = message
+    if isinstance(message, DeviceMessage):
+        view = message._device_source if message._device_source is not None else message.text
+    elif not isinstance(message, Message):
+        view = getattr(message, "text", "")
+    found = list(check(view))
+    seen = {(f.location, f.code) for f in found}
+    found += [f for f in report.findings if (f.location, f.code) not in seen]
+    return found
 
 
 def _obx_number(location: str) -> int | None:

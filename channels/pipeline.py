@@ -136,6 +136,13 @@ class ChannelPipeline:
         """Readings are matched against earlier messages' (``pcd.deduplicate``)."""
         return self._pcd is not None and self._pcd.deduplicates
 
+    @property
+    def dedupe_window_seconds(self) -> float | None:
+        """How long readings are remembered for de-duplication; None when not enabled."""
+        if self._pcd is None or self._pcd.config.deduplicate is None:
+            return None
+        return self._pcd.config.deduplicate.window_seconds
+
     def screen(self, raw: bytes) -> list[ErrorDetail]:
         """ERR entries that reject a message before its ACK ([] unless a pcd rule rejects)."""
         if self._pcd is None or not self._pcd.rejects:

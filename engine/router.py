@@ -6,6 +6,10 @@ FILTERED with its reason, or ERROR with the failing step's traceback on the reco
 (promise 2). A channel without a deployed pipeline leaves the message FILTERED as
 "channel has no destinations", visible and countable. Messages a crash left RECEIVED are
 routed again by `recover` at start.
+
+Channels that de-duplicate readings (`pcd.deduplicate`) first claim their readings' keys
+in the store (`claim`), then finish the pipeline knowing which were received before.
+Batches are recorded in the order they were routed even while a claim is under way.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from channels.pipeline import NO_DESTINATIONS, ChannelPipeline, Decision, Verdict
+from channels.pcd import Sighting
+from channels.pipeline import NO_DESTINATIONS, ChannelPipeline, Decision, Prepared, Verdict
 from engine.store.deliveries import NewDelivery, Routing
 from engine.store.status import ContentKind, Status
 from engine.store.store import Store
@@ -25,6 +31,13 @@ log = Logger()
 
 PipelineLookup = Callable[[str], "ChannelPipeline | None"]
 Routed = Callable[[Sequence[Routing]], None]
+Claims = list[tuple[int, list[str], float]]
+"""(message id, reading keys, how long to remember them in seconds) per message."""
+Claim = Callable[[Claims], "defer.Deferred[dict[int, dict[str, int]]]"]
+"""Fires with, per message id, the keys an earlier message carried first (and its id)."""
+Sighted = Callable[[str, Sequence[Sighting]], None]
+_Item = tuple[int, str, "ChannelPipeline | None", "Prepared | None"]
+CLAIM_FAILED = "readings could not be matched against earlier ones (store unavailable)"
 _STATUS = {Verdict.QUEUED: Status.QUEUED, Verdict.FILTERED: Status.FILTERED,
            Verdict.ERROR: Status.ERROR}
 
@@ -46,11 +59,16 @@ class Router:
         clock: Any,
         pipelines: PipelineLookup | None = None,
         routed: Routed | None = None,
+        claim: Claim | None = None,
+        sighted: Sighted | None = None,
     ) -> None:
         self._record = route
         self._clock = clock
         self._pipelines = pipelines or (lambda _: None)
         self._routed = routed
+        self._claim = claim
+        self._sighted = sighted
+        self._order = defer.DeferredLock()
         self._pending: list[tuple[int, str, bytes]] = []
         self._scheduled = False
         self._inflight: set[defer.Deferred[None]] = set()
@@ -63,30 +81,90 @@ class Router:
             self._scheduled = True
             self._clock.callLater(0, self._flush)
 
-    def decide(self, message_id: int, channel: str, raw: bytes) -> Routing:
+    def decide(self, message_id: int, channel: str, raw: bytes,
+               seen: dict[str, int] | None = None) -> Routing:
         """Run the channel's pipeline for one message."""
         pipeline = self._pipelines(channel)
         if pipeline is None:
             return Routing(message_id, channel, Status.FILTERED, NO_DESTINATIONS)
+        return self._finish((message_id, channel, pipeline,
+                             self._prepare(message_id, channel, pipeline, raw)), seen)
+
+    def _prepare(self, message_id: int, channel: str, pipeline: ChannelPipeline,
+                 raw: bytes) -> Prepared:
         try:
-            decision = pipeline.run(raw)
+            return pipeline.prepare(raw)
         except Exception as error:  # a defect must not leave a batch stuck in RECEIVED
-            kind = type(error).__name__
-            log.error("message {id} of channel {channel}: pipeline failed: {kind}",
-                      id=message_id, channel=channel, kind=kind)
-            decision = Decision(Verdict.ERROR, f"pipeline failed: {kind}",
-                                f"pipeline failed: {kind}")
+            return Prepared(decision=self._defect(message_id, channel, error))
+
+    def _finish(self, item: _Item, seen: dict[str, int] | None) -> Routing:
+        message_id, channel, pipeline, prepared = item
+        if pipeline is None or prepared is None:
+            return Routing(message_id, channel, Status.FILTERED, NO_DESTINATIONS)
+        try:
+            decision = pipeline.finish(prepared, seen)
+        except Exception as error:  # a defect must not leave a batch stuck in RECEIVED
+            decision = self._defect(message_id, channel, error)
         if decision.verdict is Verdict.ERROR:
             log.warn("message {id} of channel {channel} not routed: {reason}",
                      id=message_id, channel=channel, reason=decision.reason)
+        if decision.sightings and self._sighted is not None:
+            self._sighted(channel, decision.sightings)
         return routing_for(message_id, channel, decision)
+
+    @staticmethod
+    def _defect(message_id: int, channel: str, error: Exception) -> Decision:
+        kind = type(error).__name__
+        log.error("message {id} of channel {channel}: pipeline failed: {kind}",
+                  id=message_id, channel=channel, kind=kind)
+        return Decision(Verdict.ERROR, f"pipeline failed: {kind}", f"pipeline failed: {kind}")
 
     def _flush(self) -> None:
         self._scheduled = False
         batch, self._pending = self._pending, []
         if not batch:
             return
-        routings = [self.decide(mid, ch, raw) for mid, ch, raw in batch]
+        d = self._order.run(self._process, batch)
+        self._inflight.add(d)
+        d.addBoth(self._settle, d)
+
+    def _settle(self, result: Any, d: defer.Deferred[Any]) -> None:
+        self._inflight.discard(d)
+        if isinstance(result, Failure):
+            log.failure("routing a batch failed; its messages stay RECEIVED", result)
+
+    def _process(self, batch: list[tuple[int, str, bytes]]) -> defer.Deferred[None] | None:
+        """Prepare a batch, claim its readings if any channel de-duplicates, record it."""
+        items: list[_Item] = []
+        claims: Claims = []
+        for mid, channel, raw in batch:
+            pipeline = self._pipelines(channel)
+            prepared = self._prepare(mid, channel, pipeline, raw) if pipeline else None
+            items.append((mid, channel, pipeline, prepared))
+            if pipeline is not None and prepared is not None and prepared.observations:
+                window = pipeline.dedupe_window_seconds
+                if window:
+                    claims.append((mid, [o.key for o in prepared.observations], window))
+        if not claims or self._claim is None:
+            self._record_batch(batch, [self._finish(item, None) for item in items])
+            return None
+
+        def claimed(seen: dict[int, dict[str, int]]) -> None:
+            self._record_batch(batch, [self._finish(item, seen.get(item[0]))
+                                       for item in items])
+
+        def unclaimed(failure: Any) -> None:
+            log.error("readings of {n} messages could not be claimed ({kind})",
+                      n=len(claims), kind=failure.type.__name__)
+            failed = {mid for mid, _, _ in claims}
+            self._record_batch(batch, [
+                Routing(i[0], i[1], Status.ERROR, CLAIM_FAILED, CLAIM_FAILED)
+                if i[0] in failed else self._finish(i, None) for i in items])
+
+        return self._claim(claims).addCallbacks(claimed, unclaimed)
+
+    def _record_batch(self, batch: list[tuple[int, str, bytes]],
+                      routings: list[Routing]) -> None:
         d = self._record(routings)
         self._inflight.add(d)
 
@@ -106,7 +184,11 @@ class Router:
         """Fires once every message handed over so far has its routing committed."""
         if self._pending:
             self._flush()
-        return defer.DeferredList(list(self._inflight))
+        return defer.ensureDeferred(self._settled())
+
+    async def _settled(self) -> None:
+        while self._inflight:
+            await defer.DeferredList(list(self._inflight))
 
     def recover(self, store: Store, batch: int = 1000) -> int:
         """Route every message an earlier run left RECEIVED; returns the count."""

@@ -31,6 +31,7 @@ from engine.config import EngineConfig
 from engine.deployment import Deployment, listen_mllp
 from engine.ingest import Ingest
 from engine.metrics import EngineMetrics, listener_connections
+from engine.retention.job import RetentionJob
 from engine.router import Router
 from engine.store.deliveries import Routing
 from engine.store.queue_stats import queue_stats
@@ -62,6 +63,7 @@ class EngineService(Service):
         self.watch = DeliveryWatch(reactor)
         self.port: Any = None
         self.admin_port: Any = None
+        self.retention: RetentionJob | None = None
         self._readers = DaemonThreadPool(minthreads=1, maxthreads=2, name="store-reader")
         self._control_ids = ControlIdSource(reactor.seconds())
         self.ready: defer.Deferred[None] = defer.Deferred()
@@ -145,6 +147,8 @@ class EngineService(Service):
                  host=address.host, port=address.port, channel=cfg.mllp.channel)
         from engine.admin import listen_admin
 
+        self.retention = RetentionJob(self)
+        self.retention.start()
         self.admin_port = await listen_admin(self)
         address = self.admin_port.getHost()
         log.info("admin API on {scheme}://{host}:{port}/api/v1/", host=address.host,
@@ -232,6 +236,8 @@ class EngineService(Service):
             self.alerts.stop()
         if self.admin_port is not None:
             await self.admin_port.stopListening()
+        if self.retention is not None:
+            await self.retention.stop()
         self.access.forget_local_token()
         if self.port is not None:
             await self.port.stopListening()

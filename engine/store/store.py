@@ -151,8 +151,13 @@ class Transition:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL with synchronous=FULL: a committed message survives power loss."""
+    """WAL with synchronous=FULL: a committed message survives power loss.
+
+    Incremental auto-vacuum lets retention give pruned pages back to the file system; it
+    takes effect only on a store created with it (a no-op on older files).
+    """
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")

@@ -1,0 +1,1 @@
+"""Device data at run time: readings seen (de-duplication), devices tracked (silence)."""
