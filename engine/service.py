@@ -29,6 +29,7 @@ from engine.alerts.receivers import build_receivers, receiver_names
 from engine.audit import AuditEvent
 from engine.config import EngineConfig
 from engine.deployment import Deployment, listen_mllp
+from engine.devices.service import DeviceData
 from engine.ingest import Ingest
 from engine.metrics import EngineMetrics, listener_connections
 from engine.retention.job import RetentionJob
@@ -72,6 +73,7 @@ class EngineService(Service):
         self.alerts: AlertMonitor | None = None
         self.device_activity: DeviceSilenceProvider | None = None
         """Set by device tracking; `device_silence` alert rules read it."""
+        self.devices: DeviceData | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -101,7 +103,22 @@ class EngineService(Service):
         cfg = self.config
         return MLLPSource(channel, ingest, clock=self.reactor, control_ids=self._control_ids,
                           sender=(cfg.sender_application, cfg.sender_facility),
-                          on_answer=self.metrics.channel(channel).answered)
+                          on_answer=self.metrics.channel(channel).answered,
+                          screen=self._screen(channel))
+
+    def _screen(self, channel: str) -> Any:
+        """The deployed channel's device data rules that reject before the ACK."""
+        def screen(raw: bytes) -> Any:
+            pipeline = self.deployment.pipeline(channel) if self.deployment else None
+            return pipeline.screen(raw) if pipeline is not None else ()
+
+        return screen
+
+    def _device_settings(self, channel: str) -> Any:
+        """A channel's `pcd.devices` settings (None when it does not track devices)."""
+        deployed = self.deployment.channels.get(channel) if self.deployment else None
+        pcd = deployed.config.pcd if deployed is not None else None
+        return pcd.devices if pcd is not None else None
 
     def _confirmation(self, channel: str) -> Any:
         """For `response: after_delivery` channels, what the ACK waits for after commit."""
@@ -129,8 +146,13 @@ class EngineService(Service):
             submit=self.writer.submit, route=self._route, receiver_for=self.source_for,
             on_final=self.watch.delivery_final, shared_store=self.store.shared,
             monitor_for=self.metrics.destination)
+        devices = self.devices = DeviceData(self.reactor, self.store, self.writer.call,
+                                            self._read, self._device_settings)
         self.router = Router(self.writer.route, self.reactor, deployment.pipeline,
-                             self._routed)
+                             self._routed, claim=devices.claim,
+                             sighted=devices.tracker.sighted)
+        await devices.start()
+        self.device_activity = devices.tracker
         await self.reload()
         self.router.recover(self.store)
         store = self.store
@@ -248,6 +270,8 @@ class EngineService(Service):
             await self.writer.drain()
         if self.router is not None:
             await self.router.drain()
+        if self.devices is not None:
+            await self.devices.stop()
         if self.deployment is not None:
             await self.deployment.stop()
         if self.writer is not None:
