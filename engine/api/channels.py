@@ -26,8 +26,18 @@ def routes(engine: EngineService) -> list[Route]:
         return Answer(200, {"node": engine.node_id, "since": since.isoformat(),
                             "channels": channels})
 
+    async def audited(request: ApiRequest, action: str, channel: str | None = None,
+                      **detail: Any) -> None:
+        """A configuration change on the audit chain: who, from where, which channel."""
+        who = request.principal.name if request.principal else "admin-api"
+        await engine.audit_action(who, action, peer=request.peer, channel=channel,
+                                  detail=detail)
+
     async def reload(request: ApiRequest) -> Answer:
-        return Answer(200, await engine.reload())
+        result = await engine.reload()
+        await audited(request, "channels.reload", **{
+            kind: ",".join(sorted(names)) for kind, names in result["changes"].items()})
+        return Answer(200, result)
 
     async def deploy(request: ApiRequest) -> Answer:
         assert engine.deployment is not None
@@ -39,6 +49,7 @@ def routes(engine: EngineService) -> list[Route]:
             return Answer(404, {"error": f"no valid channel file for {name}",
                                 "issues": problems})
         await engine.deployment.deploy(loaded)
+        await audited(request, "channel.deploy", name)
         return Answer(200, {"channel": name, "state": "deployed"})
 
     def action(operation: str, state: str) -> Route:
@@ -49,6 +60,7 @@ def routes(engine: EngineService) -> list[Route]:
             if name not in deployment.channels:
                 raise NotFound(f"channel {name} is not deployed")
             await getattr(deployment, operation)(name)
+            await audited(request, f"channel.{operation}", name)
             return Answer(200, {"channel": name, "state": state})
 
         return Route("POST", f"channels/{{name}}/{operation}", handle, Role.ADMIN,

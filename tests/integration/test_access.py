@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from engine.store.schema import audit_events
 from engine.store.store import open_store, sqlite_url
-from tests.support import EngineProcess, start_engine
+from tests.support import EngineProcess, free_port, start_engine
 
 PASSWORD = "correct-horse-9"
 
@@ -177,3 +177,31 @@ def test_the_local_token_file_is_private_and_goes_away_at_stop(tmp_path: Path) -
     finally:
         assert proc.stop() == 0
     assert not path.exists()
+
+
+def test_channel_changes_are_audited_with_who_and_where(tmp_path: Path) -> None:
+    """pause, resume, undeploy, deploy and reload each leave an event naming the caller."""
+    channels = tmp_path / "channels"
+    channels.mkdir()
+    (tmp_path / "out").mkdir()
+    (channels / "lab.yaml").write_text(
+        f"name: lab\nsource: {{type: mllp, port: {free_port()}}}\n"
+        "destinations:\n  - name: archive\n"
+        f"    to: {{type: file, directory: {tmp_path / 'out'}}}\n")
+    engine = start_engine(tmp_path / "data", channels=channels)
+    try:
+        add_user(engine, "ada", "admin")
+        token = engine.api("POST", "tokens", {"user": "ada", "name": "ops"})[1]["token"]
+        for verb in ("pause", "resume", "undeploy", "deploy"):
+            status, body = engine.api("POST", f"channels/lab/{verb}", token=token)
+            assert status == 200, body
+        assert engine.api("POST", "channels/reload", token=token)[0] == 200
+    finally:
+        engine.stop()
+    events = [(r.actor, r.action, r.channel, json.loads(r.detail)) for r in audit_rows(engine)
+              if r.action.startswith("channel")]
+    assert [(a, act, ch) for a, act, ch, _ in events] == [
+        ("ada", "channel.pause", "lab"), ("ada", "channel.resume", "lab"),
+        ("ada", "channel.undeploy", "lab"), ("ada", "channel.deploy", "lab"),
+        ("ada", "channels.reload", None)]
+    assert all(d["peer"].startswith("127.0.0.1:") for *_, d in events)
