@@ -98,12 +98,13 @@ def _local_actor(request: server.Request) -> str:
 class AccessGate:
     """Authentication, sessions and login lockout for one engine's admin API."""
 
-    def __init__(self, engine: EngineService) -> None:
+    def __init__(self, engine: EngineService, clock: Any = None) -> None:
         self.engine = engine
         cfg = engine.config.access
-        self.sessions = SessionStore(engine.reactor, cfg.session_lifetime_seconds,
+        clock = clock or engine.reactor
+        self.sessions = SessionStore(clock, cfg.session_lifetime_seconds,
                                      cfg.idle_timeout_seconds)
-        self.throttle = LoginThrottle(engine.reactor, cfg.max_failed_logins,
+        self.throttle = LoginThrottle(clock, cfg.max_failed_logins,
                                       cfg.lockout_seconds, cfg.max_lockout_seconds)
         self.peer_limit = cfg.max_failed_logins_per_peer
         self.password_parameters = DEFAULT_PARAMETERS
