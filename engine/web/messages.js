@@ -10,6 +10,8 @@ const STATUSES = ["", "RECEIVED", "QUEUED", "SENT", "FILTERED", "ERROR"];
 const FILTERS = ["channel", "status", "since", "until", "control_id", "patient_id",
   "message_type", "text"];
 const PAGE_SIZE = 50;
+const REFRESH_MS = 2000;
+const UNSETTLED = new Set(["RECEIVED", "QUEUED"]);
 
 export function mount(view, { rest, params }) {
   if (!can("operator")) {
@@ -189,6 +191,13 @@ function payloads(detail) {
       }
     }
   }
+  for (const [name, place] of Object.entries(detail.destinations || {})) {
+    for (const [kind, items] of Object.entries((place && place.contents) || {})) {
+      for (const item of Array.isArray(items) ? items : [items]) {
+        out.push({ kind, destination: name, text: payloadText(item) });
+      }
+    }
+  }
   if (detail.raw !== undefined && !out.some((p) => p.kind === "raw")) {
     out.unshift({ kind: "raw", destination: "", text: payloadText(detail.raw) });
   }
@@ -268,6 +277,7 @@ function mountDetail(view, id) {
   view.replaceChildren(h("section", {},
     h("p", {}, h("a", { href: "#/messages", id: "back-to-search" }, "← Search")), body));
   let stopped = false;
+  let timer = null;
 
   async function reprocess(button) {
     button.disabled = true;
@@ -281,6 +291,7 @@ function mountDetail(view, id) {
   }
 
   async function load() {
+    clearTimeout(timer);
     let detail;
     let names;
     try {
@@ -296,7 +307,9 @@ function mountDetail(view, id) {
     const all = payloads(detail);
     const acks = all.filter((p) => p.kind === "ack" || p.kind === "response");
     const others = all.filter((p) => p.kind !== "ack" && p.kind !== "response");
-    const deliveries = detail.deliveries || [];
+    const deliveries = detail.deliveries || Object.entries(detail.destinations || {})
+      .filter(([, d]) => d && d.status)
+      .map(([name, d]) => ({ destination: name, ...d }));
     const events = detail.timeline || detail.audit || detail.events || [];
     const status = String(message.status ?? "");
     body.replaceChildren(
@@ -308,19 +321,26 @@ function mountDetail(view, id) {
           onclick: (event) => reprocess(event.target) }, "Reprocess")),
       metadata(message),
       h("h2", {}, "Content"),
-      others.length ? others.map((p) => payloadSection(p, names))
-        : h("p", { class: "empty" }, "No content is kept for this message (pruned)."),
+      h("div", { id: "contents" }, others.length ? others.map((p) => payloadSection(p, names))
+        : h("p", { class: "empty" }, detail.contents_pruned
+          ? "The content of this message has been pruned." : "No content is stored.")),
       h("h2", {}, "ACKs and responses"),
-      h("div", { id: "acks" }, acks.length ? acks.map((p) => payloadSection(p, names))
-        : h("p", { class: "empty" }, "No ACK or response is stored.")),
+      h("div", { id: "acks" },
+        h("p", {}, "Answered to the sender: ",
+          h("span", { class: "ack-code", id: "ack-code" }, message.ack_code || "none")),
+        acks.length ? acks.map((p) => payloadSection(p, names))
+          : h("p", { class: "empty" }, "No response from a destination is stored.")),
       h("h2", {}, "Deliveries"),
       deliveryTable(deliveries),
       h("h2", {}, "Timeline"),
       timeline(events));
+    // A message still on its way is shown as it moves on.
+    if (UNSETTLED.has(status)) timer = setTimeout(load, REFRESH_MS);
   }
 
   load();
   return () => {
     stopped = true;
+    clearTimeout(timer);
   };
 }
