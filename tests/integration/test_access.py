@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from engine.store.schema import audit_events
 from engine.store.store import open_store, sqlite_url
+from tests.mllp.certs import issue, make_ca
 from tests.support import EngineProcess, free_port, start_engine
 
 PASSWORD = "correct-horse-9"
@@ -97,14 +99,17 @@ def test_viewer_is_refused_content_and_the_refusal_is_audited(engine: EngineProc
     cookie = answer.getheader("set-cookie")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert vera.call("GET", "channels")[0] == 200
+    status, body, _ = vera.call("GET", "messages/1")
+    assert (status, body) == (403, {"error": "needs the operator role"})
     status, body, _ = vera.call("POST", "messages/reprocess", {"ids": [1]})
     assert (status, body) == (403, {"error": "needs the operator role"})
     refused = [r for r in audit_rows(engine) if r.action == "access.refused"]
-    assert len(refused) == 1
-    detail = json.loads(refused[0].detail)
-    assert refused[0].actor == "vera"
-    assert detail["route"] == "POST messages/reprocess" and detail["needs"] == "operator"
-    assert detail["peer"].startswith("127.0.0.1:")
+    assert len(refused) == 2
+    details = [json.loads(r.detail) for r in refused]
+    assert {r.actor for r in refused} == {"vera"}
+    assert [d["route"] for d in details] == ["GET messages/{id}", "POST messages/reprocess"]
+    assert details[0]["path"] == "/api/v1/messages/1" and details[0]["needs"] == "operator"
+    assert details[0]["peer"].startswith("127.0.0.1:")
 
 
 def test_session_changes_need_the_csrf_token_and_logout_ends_it(engine: EngineProcess) -> None:
@@ -205,3 +210,52 @@ def test_channel_changes_are_audited_with_who_and_where(tmp_path: Path) -> None:
         ("ada", "channel.undeploy", "lab"), ("ada", "channel.deploy", "lab"),
         ("ada", "channels.reload", None)]
     assert all(d["peer"].startswith("127.0.0.1:") for *_, d in events)
+
+
+def test_admin_port_serves_tls_when_configured(tmp_path: Path) -> None:
+    """With admin.tls the API answers over TLS only, the CLI follows, cookies are Secure."""
+    ca = make_ca(tmp_path / "pki", "Interlink Test CA")
+    leaf = issue(tmp_path / "pki", ca, "admin", server=True)
+    config = tmp_path / "interlink.yaml"
+    config.write_text(f"admin:\n  tls: {{certificate: {leaf.certificate}, "
+                      f"private_key: {leaf.private_key}}}\n")
+    engine = start_engine(tmp_path / "data", config=config)
+    try:
+        listing = engine.run_cli("channels", "list", "--json")
+        assert listing.returncode == 0, listing.stderr
+        context = ssl.create_default_context(cafile=str(ca.certificate))
+        conn = http.client.HTTPSConnection("127.0.0.1", engine.admin_port, timeout=30,
+                                           context=context)
+        conn.request("GET", "/api/v1/auth/me",
+                     headers={"authorization": f"Bearer {engine.local_token()}"})
+        answer = conn.getresponse()
+        assert (answer.status, json.loads(answer.read())["via"]) == (200, "local")
+        conn.request("POST", "/api/v1/users", body=json.dumps(
+            {"name": "ada", "role": "admin", "password": PASSWORD}),
+            headers={"authorization": f"Bearer {engine.local_token()}"})
+        answer = conn.getresponse()
+        assert answer.status == 201, answer.read()
+        answer.read()
+        conn.request("POST", "/api/v1/auth/login", body=json.dumps(
+            {"user": "ada", "password": PASSWORD}))
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == 200
+        assert "; Secure" in answer.getheader("set-cookie", "")
+        conn.close()
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            plain = http.client.HTTPConnection("127.0.0.1", engine.admin_port, timeout=10)
+            plain.request("GET", "/api/v1/auth/me")
+            plain.getresponse().read()
+    finally:
+        engine.stop()
+    assert "https://" in engine.log.read_text()
+
+
+def test_admin_port_beyond_loopback_without_tls_is_warned_about(tmp_path: Path) -> None:
+    """Binding every interface without TLS works, with a loud warning in the log."""
+    config = tmp_path / "interlink.yaml"
+    config.write_text("admin:\n  interface: 0.0.0.0\n")
+    engine = start_engine(tmp_path / "data", config=config)
+    engine.stop()
+    assert "ADMIN API WITHOUT TLS ON A NON-LOOPBACK INTERFACE (0.0.0.0)" in engine.log.read_text()
