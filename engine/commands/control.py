@@ -40,10 +40,15 @@ class EngineUnreachable(Exception):
 def call(config: EngineConfig, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """One request to `/api/v1/<path>` of the engine this config describes (exit 3 if none)."""
     try:
-        return request(config, method, path, body)
+        code, answer = request(config, method, path, body)
     except EngineUnreachable as error:
         print(f"interlink: {error}", file=sys.stderr)
         raise SystemExit(3) from error
+    if code == 401:
+        print(f"interlink: the engine wants credentials: run this as the engine's OS user "
+              f"(it reads {config.data_dir}/admin.token) or set {TOKEN_ENV} to an API token",
+              file=sys.stderr)
+    return code, answer
 
 
 def request(config: EngineConfig, method: str, path: str, body: Any = None
