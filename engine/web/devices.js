@@ -1,33 +1,46 @@
 // The devices page: every device with its last reading, expected interval, completeness
-// and whether it has gone silent (GET /api/v1/devices, from device tracking).
+// and silence, and completeness per unit (GET /api/v1/devices, from device tracking).
 
 import { api } from "./api.js";
 import { formatSeconds, formatTime, h, table } from "./dom.js";
 
 export const REFRESH_MS = 10000;
 
-function pick(item, ...names) {
-  for (const name of names) {
-    if (item[name] !== undefined && item[name] !== null) return item[name];
-  }
-  return undefined;
-}
-
 function percent(value) {
   if (typeof value !== "number") return "–";
-  return `${(value <= 1 ? value * 100 : value).toFixed(0)} %`;
+  return `${(value * 100).toFixed(value >= 0.995 || value === 0 ? 0 : 1)} %`;
+}
+
+function stateBadge(state) {
+  const kind = state === "silent" ? "error" : state === "learning" ? "paused" : "deployed";
+  return h("span", { class: `state state-${kind}`, dataset: { field: "state" } }, state ?? "–");
 }
 
 function deviceRow(device) {
-  const silent = Boolean(pick(device, "silent", "silence_alert", "alerting"));
-  return h("tr", { class: silent ? "device silent" : "device" },
-    h("th", { scope: "row" }, String(pick(device, "device_id", "id", "name") ?? "–")),
-    h("td", {}, String(pick(device, "channel", "unit", "location") ?? "–")),
-    h("td", {}, formatTime(pick(device, "last_reading_at", "last_seen", "last_reading"))),
-    h("td", { class: "num" },
-      formatSeconds(pick(device, "expected_interval_seconds", "expected_interval"))),
-    h("td", { class: "num" }, percent(pick(device, "completeness"))),
-    h("td", {}, silent ? h("span", { class: "state state-error" }, "silent") : "reporting"));
+  const silent = device.state === "silent";
+  const interval = device.expected_interval_seconds;
+  return h("tr", { class: silent ? "device silent" : "device",
+    dataset: { device: device.device, state: device.state } },
+    h("th", { scope: "row" }, device.device ?? "–"),
+    h("td", {}, device.unit || "–"),
+    h("td", {}, device.channel ?? "–"),
+    h("td", {}, stateBadge(device.state),
+      silent && device.silent_since ? ` since ${formatTime(device.silent_since)}` : ""),
+    h("td", { dataset: { field: "last_seen" } }, formatTime(device.last_seen)),
+    h("td", { class: "num" }, `${formatSeconds(device.seconds_since_last)} ago`),
+    h("td", { class: "num", title: device.interval_source || "", dataset: { field: "interval" } },
+      typeof interval === "number" ? formatSeconds(interval) : "learning"),
+    h("td", { class: "num", dataset: { field: "completeness" } }, percent(device.completeness)),
+    h("td", { class: "num" }, `${device.received ?? "–"} / ${device.expected ?? "–"}`));
+}
+
+function unitRow(unit) {
+  return h("tr", { class: unit.silent ? "unit silent" : "unit", dataset: { unit: unit.unit } },
+    h("th", { scope: "row" }, unit.unit || "(no unit)"),
+    h("td", { class: "num" }, String(unit.devices ?? "–")),
+    h("td", { class: unit.silent ? "num warn" : "num" }, String(unit.silent ?? "–")),
+    h("td", { class: "num" }, percent(unit.completeness)),
+    h("td", { class: "num" }, `${unit.received ?? "–"} / ${unit.expected ?? "–"}`));
 }
 
 export function mount(view) {
@@ -39,11 +52,21 @@ export function mount(view) {
   async function refresh() {
     try {
       const answer = await api("GET", "devices");
-      const list = Array.isArray(answer) ? answer : (answer && answer.devices) || [];
-      body.replaceChildren(list.length
-        ? table(["Device", "Unit / channel", "Last reading", "Expected every", "Completeness",
-          "Silence"], list.map(deviceRow), { id: "devices-table" })
-        : h("p", { class: "empty" }, "No device has reported yet."));
+      const devices = Array.isArray(answer) ? answer : (answer && answer.devices) || [];
+      const units = (answer && answer.units) || [];
+      if (!devices.length) {
+        body.replaceChildren(h("p", { class: "empty" }, "No device has reported yet."));
+      } else {
+        const silent = devices.filter((d) => d.state === "silent").length;
+        body.replaceChildren(
+          h("p", { class: silent ? "error" : "muted", id: "devices-summary" },
+            `${devices.length} device${devices.length === 1 ? "" : "s"}, ${silent} silent`),
+          table(["Device", "Unit", "Channel", "State", "Last reading", "Since", "Expected every",
+            "Completeness", "Readings"], devices.map(deviceRow), { id: "devices-table" }),
+          h("h2", {}, "Units"),
+          table(["Unit", "Devices", "Silent", "Completeness", "Readings"], units.map(unitRow),
+            { id: "units-table" }));
+      }
     } catch (error) {
       body.replaceChildren(h("p", { class: "empty" }, error.status === 404
         ? "Device tracking is not available on this engine."
