@@ -2,9 +2,11 @@
 
 A real engine process runs a channel whose MLLP destination points at a closed port with
 one attempt, so a message sent with python-hl7's MLLP client ends in ERROR. In the browser
-an operator logs in, finds the message by its control id, opens it, sees its segments with
-field names and its ACK, starts an EHR (`mllp_sink.py`), presses Reprocess, and watches
-the message turn SENT and the destination's counters move on the channels page.
+an operator (added with `interlink users add`) logs in, sees the monitor on the devices
+page, finds the message by its control id, opens it, sees its segments with field names
+and its ACK code, starts an EHR (`mllp_sink.py`), presses Reprocess, and watches the
+message turn SENT with the EHR's ACK and the counters move on the channels page. A viewer
+then sees the counters but no message content.
 
 Without Chromium the test fails, saying how to install it (`tools/ensure-chromium`);
 `INTERLINK_TEST_NO_BROWSER=1` skips it instead, for developers without a browser.
@@ -24,7 +26,15 @@ from typing import Any
 import hl7.client
 import pytest
 
-from tests.support import REPO, EngineProcess, free_port, start_engine, wait_for_port
+from tests.support import (
+    INTERLINK,
+    REPO,
+    EngineProcess,
+    engine_env,
+    free_port,
+    start_engine,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -206,9 +216,13 @@ def test_operator_finds_opens_and_reprocesses_a_message(browser: Any, tmp_path: 
               "the message dead-lettered (ERROR) after its one attempt")
 
         for name, role in (("olivia", "operator"), ("victor", "viewer")):
-            status, body = engine.api("POST", "users", {"name": name, "role": role,
-                                                        "password": PASSWORDS[name]})
-            assert status in (200, 201), body
+            added = subprocess.run(
+                [*INTERLINK, "users", "add", name, "--role", role, "--password-stdin"],
+                input=PASSWORDS[name] + "\n", env=engine_env(
+                    engine.data_dir, engine.port, engine.config, engine.admin_port,
+                    engine.channels),
+                cwd=REPO, capture_output=True, text=True, timeout=60)
+            assert added.returncode == 0, added.stderr
 
         # Log in: nothing but the login form before that.
         browser.get(f"http://127.0.0.1:{engine.admin_port}/")
