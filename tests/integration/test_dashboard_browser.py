@@ -15,7 +15,9 @@ Without Chromium the test fails, saying how to install it (`tools/ensure-chromiu
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +49,8 @@ CONTROL_ID = "DASH-0001"
 PATIENT = "MRN-4711"
 DEVICE = "0123456789ABCDEF"
 UNIT = "ICU3"
-PASSWORDS = {"olivia": "correct horse battery staple", "victor": "viewer of the ward"}
+PASSWORDS = {"olivia": "correct horse battery staple", "victor": "viewer of the ward",
+             "ada": "analytical engine 1843"}
 
 
 def oru(control_id: str) -> str:
@@ -171,6 +174,15 @@ def status_of(engine: EngineProcess, control_id: str) -> str:
     return json.loads(rows[0])["status"] if rows else ""
 
 
+def refused(port: int) -> bool:
+    """True when nothing accepts connections on the port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
 def log_in(driver: Any, user: str, password: str) -> None:
     """Fill in and submit the login form."""
     from selenium.webdriver.common.by import By
@@ -215,7 +227,7 @@ def test_operator_finds_opens_and_reprocesses_a_message(browser: Any, tmp_path: 
         until(browser, lambda _: status_of(engine, CONTROL_ID) == "ERROR",
               "the message dead-lettered (ERROR) after its one attempt")
 
-        for name, role in (("olivia", "operator"), ("victor", "viewer")):
+        for name, role in (("olivia", "operator"), ("victor", "viewer"), ("ada", "admin")):
             added = subprocess.run(
                 [*INTERLINK, "users", "add", name, "--role", role, "--password-stdin"],
                 input=PASSWORDS[name] + "\n", env=engine_env(
@@ -320,6 +332,23 @@ def test_operator_finds_opens_and_reprocesses_a_message(browser: Any, tmp_path: 
         until(browser, lambda d: "operator role" in text_of(d, "#view"),
               "the viewer told that content needs the operator role")
         assert not browser.find_elements(By.CSS_SELECTOR, ".segment")
+
+        # An administrator pauses and resumes the channel from the page.
+        browser.find_element(By.ID, "logout").click()
+        log_in(browser, "ada", PASSWORDS["ada"])
+        browser.find_element(By.CSS_SELECTOR, 'a[data-page="channels"]').click()
+        until(browser, lambda d: re.fullmatch(r"\d+(\.\d)?/s",
+                                              text_of(d, f'{icu} [data-rate="received"]')),
+              "a received rate computed between two refreshes")
+        state = f'{icu} [data-field="state"]'
+        until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'{icu} [data-action="pause"]'),
+              "the pause button").click()
+        until(browser, lambda d: text_of(d, state) == "paused", "the channel paused")
+        assert refused(source_port)
+        until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'{icu} [data-action="resume"]'),
+              "the resume button").click()
+        until(browser, lambda d: text_of(d, state) == "deployed", "the channel resumed")
+        wait_for_port(source_port, engine.proc)
     finally:
         if sink is not None:
             sink.terminate()
