@@ -11,6 +11,7 @@ const FILTERS = ["channel", "status", "since", "until", "control_id", "patient_i
   "message_type", "text"];
 const PAGE_SIZE = 50;
 const REFRESH_MS = 2000;
+const FOLLOW_POLLS = 30;
 const UNSETTLED = new Set(["RECEIVED", "QUEUED"]);
 
 export function mount(view, { rest, params }) {
@@ -48,8 +49,13 @@ function searchForm(params, onSearch) {
   const status = h("select", { name: "status", id: "search-status" },
     STATUSES.map((s) => h("option", { value: s }, s || "any")));
   status.value = params.get("status") || "";
-  const form = h("form", { class: "search", id: "search-form" },
-    input("channel", "Channel", { value: params.get("channel") || "" }),
+  const channels = h("datalist", { id: "search-channels" });
+  api("GET", "channels").then((answer) => channels.replaceChildren(
+    ...((answer && answer.channels) || []).map((c) => h("option", { value: c.name }))))
+    .catch(() => {});
+  const form = h("form", { class: "search", id: "search-form" }, channels,
+    input("channel", "Channel", { value: params.get("channel") || "",
+      list: "search-channels" }),
     h("label", {}, "Status", status),
     input("since", "Since", { type: "datetime-local",
       value: localFromIso(params.get("since")) }),
@@ -142,7 +148,9 @@ function mountSearch(view, params) {
       results.replaceChildren(h("p", { class: "empty" }, "No message matches."));
       return;
     }
-    results.replaceChildren(
+    const scanned = typeof answer.scanned === "number"
+      ? h("p", { class: "muted" }, `Text looked for inside ${answer.scanned} messages.`) : null;
+    results.replaceChildren(scanned ?? "",
       table(["", "Id", "Received", "Channel", "Type", "Control id", "Patient id", "Status",
         "ACK"], rows, { id: "results-table" }),
       h("div", { class: "toolbar" },
@@ -278,9 +286,13 @@ function mountDetail(view, id) {
     h("p", {}, h("a", { href: "#/messages", id: "back-to-search" }, "← Search")), body));
   let stopped = false;
   let timer = null;
+  // Each look at a message is an audited view, so the page follows a message only for a
+  // while after the operator reprocessed it, not for as long as it stays open.
+  let follow = 0;
 
   async function reprocess(button) {
     button.disabled = true;
+    follow = FOLLOW_POLLS;
     try {
       const answer = await api("POST", "messages/reprocess", { ids: [Number(id)] });
       notice(reprocessSummary(answer));
@@ -318,7 +330,9 @@ function mountDetail(view, id) {
         h("span", { class: `state state-${status.toLowerCase()}`, id: "message-status" },
           status),
         h("button", { type: "button", id: "reprocess",
-          onclick: (event) => reprocess(event.target) }, "Reprocess")),
+          onclick: (event) => reprocess(event.target) }, "Reprocess"),
+        h("button", { type: "button", id: "refresh", class: "secondary", onclick: load },
+          "Refresh")),
       metadata(message),
       h("h2", {}, "Content"),
       h("div", { id: "contents" }, others.length ? others.map((p) => payloadSection(p, names))
@@ -334,8 +348,11 @@ function mountDetail(view, id) {
       deliveryTable(deliveries),
       h("h2", {}, "Timeline"),
       timeline(events));
-    // A message still on its way is shown as it moves on.
-    if (UNSETTLED.has(status)) timer = setTimeout(load, REFRESH_MS);
+    // A reprocessed message still on its way is shown as it moves on.
+    if (UNSETTLED.has(status) && follow > 0) {
+      follow -= 1;
+      timer = setTimeout(load, REFRESH_MS);
+    }
   }
 
   load();
