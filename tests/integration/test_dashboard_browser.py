@@ -49,6 +49,8 @@ CONTROL_ID = "DASH-0001"
 PATIENT = "MRN-4711"
 DEVICE = "0123456789ABCDEF"
 UNIT = "ICU3"
+HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+"""Message content is untrusted: this note must show as text, never become markup."""
 PASSWORDS = {"olivia": "correct horse battery staple", "victor": "viewer of the ward",
              "ada": "analytical engine 1843"}
 
@@ -65,6 +67,7 @@ def oru(control_id: str) -> str:
         f"{DEVICE}^EUI-64",
         "OBX|2|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.0.0.1|97|262688^MDC_DIM_PERCENT^MDC"
         "|||||R|||20261125083000",
+        f"NTE|1||{HOSTILE}",
     ]) + "\r"
 
 
@@ -284,7 +287,10 @@ def test_operator_finds_opens_and_reprocesses_a_message(browser: Any, tmp_path: 
         raw = browser.find_element(By.CSS_SELECTOR, '.payload[data-kind="raw"]')
         segments = [s.get_attribute("data-segment")
                     for s in raw.find_elements(By.CSS_SELECTOR, ".segment")]
-        assert segments == ["MSH", "PID", "PV1", "OBR", "OBX", "OBX"]
+        assert segments == ["MSH", "PID", "PV1", "OBR", "OBX", "OBX", "NTE"]
+        assert raw.find_element(By.CSS_SELECTOR, '[data-path="NTE-3"]').text == HOSTILE
+        assert not browser.find_elements(By.CSS_SELECTOR, "#view img, #view script")
+        assert browser.execute_script("return window.pwned === undefined")
         pid3 = raw.find_element(By.CSS_SELECTOR, '[data-path="PID-3"]')
         assert pid3.get_attribute("title") == "PID-3 Patient Identifier List (CX)"
         mrn = raw.find_element(By.CSS_SELECTOR, '[data-path="PID-3.1"]')
