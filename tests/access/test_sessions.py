@@ -4,6 +4,8 @@ with a real SQLite store and writer, so only time is simulated."""
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +77,8 @@ class GateOverHTTP(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        data = Path(self.mktemp())
-        data.mkdir()
+        data = Path(tempfile.mkdtemp(prefix="interlink-sessions-"))
+        self.addCleanup(shutil.rmtree, data, True)
         config = EngineConfig(data_dir=data, access=ACCESS)
         engine = self.engine = EngineService(config, reactor)
         engine._readers.start()
