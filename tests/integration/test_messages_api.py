@@ -362,3 +362,13 @@ def test_bulk_reprocess_by_filter_then_delivers(
     assert not any("messages" in s for s in searches)  # the filters, never the results
     reprocessed = [e.message_id for e in events if e.action == "message.reprocess"]
     assert sorted(reprocessed) == sorted([ids["W-1"], ids["W-2"], ids["W-3"]])
+
+
+def test_the_access_log_never_carries_search_filters(
+        traffic: tuple[EngineProcess, Ehr, dict[str, int]]) -> None:
+    """A search by patient id and text is logged by path only: no filter value in the log."""
+    engine, _, _ = traffic
+    assert control_ids(search(engine, patient_id="MRN-A", text="MÜLLER")) == {"W-3"}
+    log = engine.log.read_text("utf-8", "replace")
+    assert '"GET /api/v1/messages"' in log
+    assert "MRN-A" not in log and "patient_id" not in log and "M%C3%9CLLER" not in log
