@@ -35,6 +35,7 @@ from engine.metrics import EngineMetrics, listener_connections
 from engine.retention.job import RetentionJob
 from engine.router import Router
 from engine.store.deliveries import Routing
+from engine.store.ownership import StoreLock, is_embedded
 from engine.store.queue_stats import queue_stats
 from engine.store.status import ContentKind, Status
 from engine.store.store import Store, now_us, open_store
@@ -68,6 +69,7 @@ class EngineService(Service):
         self._readers = DaemonThreadPool(minthreads=1, maxthreads=2, name="store-reader")
         self._control_ids = ControlIdSource(reactor.seconds())
         self.ready: defer.Deferred[None] = defer.Deferred()
+        self._store_lock = StoreLock(config.data_dir)
         self.access = AccessGate(self)
         self.metrics = EngineMetrics(reactor, open_connections=self._open_connections)
         self.alerts: AlertMonitor | None = None
@@ -134,6 +136,8 @@ class EngineService(Service):
     async def _start(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        if is_embedded(cfg.store_url()):
+            self._store_lock.acquire()
         receivers = build_receivers(cfg.alerts, self.reactor)
         self._readers.start()
         self.store = open_store(cfg.store_url(),
@@ -277,4 +281,5 @@ class EngineService(Service):
         if self.writer is not None:
             await self.writer.stop()
         self._readers.stop()
+        self._store_lock.release()
         log.info("store closed; stopped cleanly")

@@ -99,6 +99,7 @@ def handle(args: argparse.Namespace) -> int:
     config = load_or_exit(args)
     from engine.audit import AuditEvent
     from engine.retention.job import ACTOR
+    from engine.store.ownership import engine_holds, is_embedded
     from engine.store.store import now_us, open_store
 
     policy = file_policy(config)
@@ -118,6 +119,11 @@ def handle(args: argparse.Namespace) -> int:
             done = Tally({k: dict(v) for k, v in answer["channels"].items()})
             print_tally(done, "removed by the running engine")
             return 0
+        if is_embedded(config.store_url()) and engine_holds(config.data_dir):
+            print("interlink prune: an engine is running on this store but its admin API did "
+                  "not answer; prune through it (pruning beside it would fork the audit "
+                  "chain)", file=sys.stderr)
+            return 1
         progress = Progress("pruned", plan.messages)
         try:
             done = walk(store, policy, now_us(), config.retention.batch_size, dry_run=False,

@@ -82,8 +82,13 @@ class StoreUsers:
     """Straight to the store, for when no engine runs (or on a shared PostgreSQL)."""
 
     def __init__(self, config: EngineConfig) -> None:
+        from engine.store.ownership import engine_holds, is_embedded
         from engine.store.store import open_store
 
+        if is_embedded(config.store_url()) and engine_holds(config.data_dir):
+            raise Failed("an engine is running on this store but its admin API did not "
+                         "answer with our credentials; set INTERLINK_TOKEN or fix admin: in "
+                         "the engine file (writing beside it would fork the audit chain)")
         self.store = open_store(config.store_url())
         self.actor = f"cli:{os_user()}"
 

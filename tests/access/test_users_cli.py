@@ -85,3 +85,24 @@ def test_users_through_a_running_engine_keep_one_chain(tmp_path: Path) -> None:
     assert ("vera", "auth.login") in actors
     verified = interlink(engine.data_dir, "audit", "verify")
     assert verified.returncode == 0, verified.stdout
+
+
+def test_a_running_engine_that_does_not_answer_is_never_written_beside(tmp_path: Path) -> None:
+    """Engine up, API unreachable for the command: users and prune refuse; a second engine
+    on the same store refuses to start; the chain stays whole."""
+    engine = start_engine(tmp_path / "data")
+    try:
+        lost = interlink(engine.data_dir, "users", "add", "eve", "--role", "viewer",
+                         "--password-stdin", stdin=PASSWORD + "\n")  # wrong admin port
+        assert lost.returncode == 1 and "would fork the audit chain" in lost.stderr
+        second = subprocess.run([*INTERLINK, "run"], cwd=REPO, capture_output=True,
+                                text=True, timeout=120,
+                                env=engine_env(engine.data_dir, free_port(),
+                                               admin_port=free_port()))
+        assert second.returncode != 0
+        assert "another engine is running" in second.stdout + second.stderr
+        assert engine.api("GET", "channels")[0] == 200
+    finally:
+        assert engine.stop() == 0
+    assert "eve" not in interlink(engine.data_dir, "users", "list").stdout
+    assert interlink(engine.data_dir, "audit", "verify").returncode == 0
