@@ -18,10 +18,22 @@ pytestmark = pytest.mark.integration
 LOAD = REPO.parent / "shared" / "tools" / "mllp_load.py"
 
 
+def first_ack_seen(acked_log: Path, load: subprocess.Popen[bytes]) -> None:
+    """Wait until the load generator has logged an ACK, so a busy machine still crashes
+    the engine mid-load rather than before the first message was answered."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and load.poll() is None:
+        if acked_log.exists() and acked_log.stat().st_size:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the load generator got no ACK within 60 s")
+
+
 @pytest.mark.parametrize("kill_after", [0.3, 1.1, 2.3])
 def test_sigkill_under_load_loses_no_acknowledged_message(tmp_path: Path, kill_after: float
                                                           ) -> None:
-    """Kill -9 mid-load at different moments; restart; all acknowledged ids are stored."""
+    """Kill -9 mid-load at moments after the first ACK; restart; all acknowledged ids are
+    stored."""
     data = tmp_path / "data"
     engine = start_engine(data)
     acked_log = tmp_path / "acked.txt"
@@ -30,7 +42,8 @@ def test_sigkill_under_load_loses_no_acknowledged_message(tmp_path: Path, kill_a
          "--duration", "8", "--timeout", "5", "--acked-log", str(acked_log),
          "--label", f"kill-after-{kill_after}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(kill_after)  # the moment of the crash, not a timing assertion
+    first_ack_seen(acked_log, load)
+    time.sleep(kill_after)  # the moment of the crash after load began, not a timing assertion
     engine.stop(signal.SIGKILL)
     load.communicate(timeout=60)
     acked = {line.strip() for line in acked_log.read_text().splitlines() if line.strip()}
