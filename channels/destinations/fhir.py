@@ -19,30 +19,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from treq import collect
-from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
 
 from channels.destinations.base import DeliveryResult, Envelope, Verdict
 from channels.destinations.oauth import ClientCredentials, TokenError, TokenSource
 from channels.destinations.web import (
-    BoundedBody,
+    Answer,
+    Exchanges,
     classify,
-    failure_detail,
-    make_agent,
-    retry_after,
-    timed_out,
 )
 from profiles.fhir import MappingOptions, NothingToMap, transaction_bundle
 from profiles.pcd.extract import extract
@@ -152,14 +143,6 @@ def pcd_bundle(config: FHIRDestinationConfig) -> BuildBundle:
     return build
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    body: bytes
-    cut: bool
-    retry_after: float | None
-
-
 class FHIRDestination:
     """A Destination POSTing one transaction Bundle per message to a FHIR server."""
 
@@ -174,16 +157,14 @@ class FHIRDestination:
     ) -> None:
         self.name = name
         self.config = config
-        self._reactor = reactor
-        self._clock = clock if clock is not None else reactor
+        clock = clock if clock is not None else reactor
         self._build = build if build is not None else pcd_bundle(config)
-        self._in_flight: set[Deferred[DeliveryResult]] = set()
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        agent = make_agent(reactor, self._pool, config.tls_ca, config.timeout_seconds)
-        self._client = HTTPClient(agent)
+        self._exchanges = Exchanges(
+            reactor, clock, tls_ca=config.tls_ca, timeout_seconds=config.timeout_seconds,
+            max_response_bytes=config.max_response_bytes, label="FHIR")
         self._tokens: TokenSource | None = None
         if isinstance(config.auth, ClientCredentials):
-            self._tokens = TokenSource(config.auth, self._client, self._clock,
+            self._tokens = TokenSource(config.auth, self._exchanges.client, clock,
                                        reactor=reactor, timeout_seconds=config.timeout_seconds)
 
     def start(self) -> None:
@@ -191,8 +172,7 @@ class FHIRDestination:
 
     def stop(self) -> Deferred[None]:
         """Let requests in flight finish (each is bounded by the timeout), then disconnect."""
-        waiting = DeferredList(list(self._in_flight), consumeErrors=True)
-        return waiting.addCallback(lambda _: self._pool.closeCachedConnections())
+        return self._exchanges.stop()
 
     def send(self, payload: bytes, envelope: Envelope) -> Deferred[DeliveryResult]:
         """Map the message and POST the Bundle; a 401 with an OAuth token is tried once more."""
@@ -205,13 +185,7 @@ class FHIRDestination:
             detail = f"cannot map the message to FHIR ({type(error).__name__})"
             return succeed(DeliveryResult(Verdict.FAIL, None, detail))
         body = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False).encode()
-        attempt = self._attempt(body, renewed=False)
-        self._in_flight.add(attempt)
-        return attempt.addBoth(self._forget, attempt)
-
-    def _forget(self, result: Any, attempt: Deferred[DeliveryResult]) -> Any:
-        self._in_flight.discard(attempt)
-        return result
+        return self._exchanges.track(self._attempt(body, renewed=False))
 
     def _attempt(self, body: bytes, *, renewed: bool) -> Deferred[DeliveryResult]:
         authorization = self._authorization()
@@ -235,7 +209,7 @@ class FHIRDestination:
             return self._tokens.token()
         return succeed(None)
 
-    def _post(self, body: bytes, token: str | None) -> Deferred[_Answer | DeliveryResult]:
+    def _post(self, body: bytes, token: str | None) -> Deferred[Answer | DeliveryResult]:
         headers = {
             "Content-Type": [f"{FHIR_JSON}; charset=utf-8"],
             "Accept": [FHIR_JSON],
@@ -243,36 +217,10 @@ class FHIRDestination:
         }
         if token is not None:
             headers["Authorization"] = [f"Bearer {token}"]
-        exchange = self._client.post(
-            self.config.base_url,
-            data=body,
-            headers=Headers(headers),
-            allow_redirects=False,
-            unbuffered=True,
-            reactor=self._reactor,
-        )
-        exchange.addCallback(self._read)
-        exchange.addTimeout(self.config.timeout_seconds, self._clock, timed_out)
-        return exchange.addErrback(self._failed)
-
-    def _read(self, response: IResponse) -> Deferred[_Answer]:
-        kept = BoundedBody(self.config.max_response_bytes)
-
-        def done(_: None) -> _Answer:
-            hint = retry_after(
-                response.headers.getRawHeaders(b"retry-after", [None])[0], self._clock.seconds())
-            return _Answer(response.code, kept.body, bool(kept.dropped), hint)
-
-        return collect(response, kept).addCallback(done)
-
-    def _failed(self, reason: Failure) -> DeliveryResult:
-        if reason.check(TimeoutError):
-            detail = f"FHIR timeout after {self.config.timeout_seconds:g}s"
-            return DeliveryResult(Verdict.RETRY, None, detail)
-        return DeliveryResult(Verdict.RETRY, None, failure_detail(reason))
+        return self._exchanges.request("POST", self.config.base_url, body, headers)
 
     def _judge(
-        self, answer: _Answer | DeliveryResult, body: bytes, token: str | None, renewed: bool
+        self, answer: Answer | DeliveryResult, body: bytes, token: str | None, renewed: bool
     ) -> DeliveryResult | Deferred[DeliveryResult]:
         if isinstance(answer, DeliveryResult):
             return answer

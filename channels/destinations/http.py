@@ -14,23 +14,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from treq import collect
-from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, DeferredList, TimeoutError
-from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.internet.defer import Deferred
 
-from channels.destinations.base import DeliveryResult, Envelope, Verdict
+from channels.destinations.base import DeliveryResult, Envelope
 from channels.destinations.web import (
     RETRYABLE_STATUS,
-    BoundedBody,
+    Answer,
+    Exchanges,
     classify,
-    failure_detail,
-    make_agent,
     retry_after,
-    timed_out,
 )
 
 __all__ = [
@@ -106,13 +98,11 @@ class HTTPDestination:
     ) -> None:
         self.name = name
         self.config = config
-        self._reactor = reactor
-        self._clock = clock if clock is not None else reactor
         self._success = frozenset(config.success_status)
-        self._in_flight: set[Deferred[DeliveryResult]] = set()
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        agent = make_agent(reactor, self._pool, config.tls_ca, config.timeout_seconds)
-        self._client = HTTPClient(agent)
+        self._exchanges = Exchanges(
+            reactor, clock if clock is not None else reactor, tls_ca=config.tls_ca,
+            timeout_seconds=config.timeout_seconds,
+            max_response_bytes=config.max_response_bytes, label="HTTP")
         self._headers = {
             **{name: [value] for name, value in config.headers.items()},
             "Content-Type": [config.content_type],
@@ -123,47 +113,19 @@ class HTTPDestination:
 
     def stop(self) -> Deferred[None]:
         """Let requests in flight finish (each is bounded by the timeout), then disconnect."""
-        waiting = DeferredList(list(self._in_flight), consumeErrors=True)
-        return waiting.addCallback(lambda _: self._pool.closeCachedConnections())
+        return self._exchanges.stop()
 
     def send(self, payload: bytes, envelope: Envelope) -> Deferred[DeliveryResult]:
         """Send one request; the whole exchange, body included, is bounded by the timeout."""
-        exchange = self._client.request(
-            self.config.method,
-            self.config.url,
-            data=payload,
-            headers=Headers(self._headers),
-            allow_redirects=False,
-            unbuffered=True,
-            reactor=self._reactor,
-        )
-        exchange.addCallback(self._read)
-        exchange.addTimeout(self.config.timeout_seconds, self._clock, timed_out)
-        exchange.addErrback(self._failed)
-        self._in_flight.add(exchange)
-        return exchange.addBoth(self._forget, exchange)
+        exchange = self._exchanges.request(self.config.method, self.config.url, payload,
+                                           dict(self._headers))
+        return self._exchanges.track(exchange.addCallback(self._judge))
 
-    def _forget(self, result: Any, exchange: Deferred[DeliveryResult]) -> Any:
-        self._in_flight.discard(exchange)
-        return result
-
-    def _read(self, response: IResponse) -> Deferred[DeliveryResult]:
-        body = BoundedBody(self.config.max_response_bytes)
-
-        def judged(_: None) -> DeliveryResult:
-            status = response.code
-            hint = retry_after(
-                response.headers.getRawHeaders(b"retry-after", [None])[0], self._clock.seconds()
-            )
-            detail = f"HTTP {status}"
-            if body.dropped:
-                detail += f" (response cut to {body.limit} bytes)"
-            return DeliveryResult(classify(status, self._success), body.body, detail, hint)
-
-        return collect(response, body).addCallback(judged)
-
-    def _failed(self, reason: Failure) -> DeliveryResult:
-        if reason.check(TimeoutError):
-            detail = f"HTTP timeout after {self.config.timeout_seconds:g}s"
-            return DeliveryResult(Verdict.RETRY, None, detail)
-        return DeliveryResult(Verdict.RETRY, None, failure_detail(reason))
+    def _judge(self, answer: Answer | DeliveryResult) -> DeliveryResult:
+        if isinstance(answer, DeliveryResult):
+            return answer
+        detail = f"HTTP {answer.status}"
+        if answer.cut:
+            detail += f" (response cut to {self.config.max_response_bytes} bytes)"
+        return DeliveryResult(classify(answer.status, self._success), answer.body, detail,
+                              answer.retry_after)

@@ -8,12 +8,15 @@ type only, never by anything the peer sent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from OpenSSL import SSL, crypto
-from twisted.internet.defer import TimeoutError
+from treq import collect
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.python.failure import Failure
@@ -26,9 +29,13 @@ from twisted.web.client import (
     ResponseFailed,
     ResponseNeverReceived,
 )
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 
-from channels.destinations.base import Verdict
+from channels.destinations.base import DeliveryResult, Verdict
 from mllp.endpoints import load_certificates
+
+T = TypeVar("T")
 
 RETRYABLE_STATUS: Final = frozenset({408, 429})
 WEB_ERRORS: Final = (
@@ -121,3 +128,71 @@ class BoundedBody:
     @property
     def body(self) -> bytes:
         return b"".join(self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A server's answer as read: status, the kept body, whether it was cut, Retry-After."""
+
+    status: int
+    body: bytes
+    cut: bool
+    retry_after: float | None
+
+
+class Exchanges:
+    """One destination's HTTP traffic: a persistent pool, every exchange bounded by the
+    timeout (body included), failures turned into RETRY results, and a stop that waits for
+    what is in flight."""
+
+    def __init__(self, reactor: Any, clock: Any, *, tls_ca: Path | None,
+                 timeout_seconds: float, max_response_bytes: int, label: str) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self.timeout_seconds = timeout_seconds
+        self.max_response_bytes = max_response_bytes
+        self.label = label
+        self._in_flight: set[Deferred[Any]] = set()
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self.client = HTTPClient(make_agent(reactor, self._pool, tls_ca, timeout_seconds))
+
+    def request(self, method: str, url: str, body: bytes,
+                headers: dict[str, list[str]]) -> Deferred[Answer | DeliveryResult]:
+        """One exchange: the Answer, or a RETRY result when it failed or timed out."""
+        exchange = self.client.request(method, url, data=body, headers=Headers(headers),
+                                       allow_redirects=False, unbuffered=True,
+                                       reactor=self._reactor)
+        exchange.addCallback(self._read)
+        exchange.addTimeout(self.timeout_seconds, self._clock, timed_out)
+        return exchange.addErrback(self._failed)
+
+    def track(self, work: Deferred[T]) -> Deferred[T]:
+        """Count `work` as in flight until it fires, so `stop` waits for it."""
+        self._in_flight.add(work)
+
+        def forget(result: Any) -> Any:
+            self._in_flight.discard(work)
+            return result
+
+        return work.addBoth(forget)
+
+    def stop(self) -> Deferred[None]:
+        """Let requests in flight finish (each is bounded by the timeout), then disconnect."""
+        waiting = DeferredList(list(self._in_flight), consumeErrors=True)
+        return waiting.addCallback(lambda _: self._pool.closeCachedConnections())
+
+    def _read(self, response: IResponse) -> Deferred[Answer]:
+        kept = BoundedBody(self.max_response_bytes)
+
+        def done(_: None) -> Answer:
+            hint = retry_after(
+                response.headers.getRawHeaders(b"retry-after", [None])[0], self._clock.seconds())
+            return Answer(response.code, kept.body, bool(kept.dropped), hint)
+
+        return collect(response, kept).addCallback(done)
+
+    def _failed(self, reason: Failure) -> DeliveryResult:
+        if reason.check(TimeoutError):
+            detail = f"{self.label} timeout after {self.timeout_seconds:g}s"
+            return DeliveryResult(Verdict.RETRY, None, detail)
+        return DeliveryResult(Verdict.RETRY, None, failure_detail(reason))
