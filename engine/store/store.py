@@ -438,36 +438,16 @@ class Store:
     def reprocess(self, message_ids: Sequence[int], actor: str = ENGINE_ACTOR
                   ) -> tuple[list[int], list[int]]:
         """Re-queue ERROR messages (writer thread): (re-queued, to be routed again)."""
-        conn = self._writer_connection()
-        assert self._chain is not None
-        chain_tail = self._chain.last_hash
-        events: list[AuditEvent] = []
-        try:
-            self._claim(conn, 0)
-            now = now_us()
-            result = self._deliveries.requeue(conn, message_ids, now, events, actor)
-            if events:
-                self._insert_audit.execute(conn, self._chain.rows(events))
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            self._chain.last_hash = chain_tail
-            raise
-        return result
+        def requeue(conn: Connection) -> tuple[tuple[list[int], list[int]], list[AuditEvent]]:
+            events: list[AuditEvent] = []
+            result = self._deliveries.requeue(conn, message_ids, now_us(), events, actor)
+            return result, events
+
+        return self.apply_and_audit(requeue)
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
         """Append events that are not message changes (human actions), on the writer thread."""
-        conn = self._writer_connection()
-        assert self._chain is not None
-        chain_tail = self._chain.last_hash
-        try:
-            self._claim(conn, 0)
-            self._insert_audit.execute(conn, self._chain.rows(events))
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            self._chain.last_hash = chain_tail
-            raise
+        self.apply_and_audit(lambda conn: (None, events))
 
     def apply_and_audit(
         self, change: Callable[[Connection], tuple[T, Sequence[AuditEvent]]]
