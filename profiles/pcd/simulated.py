@@ -416,7 +416,6 @@ class Monitor:
     def _alarm_report(self, alarm: _Alarm, phase: str, spo2: int, now: float) -> AlarmReport:
         """The PCD-04 rows of the low-SpO2 alarm (after the TF's Mindray example)."""
         at, base = hl7_time(now), "1.3.1.150456"
-        active = "active" if phase == "start" else "inactive"
         return AlarmReport(
             alarm.identifier,
             [
@@ -442,18 +441,20 @@ class Monitor:
                     status="F",
                     observed_at=at,
                 ),
-                Obx(f"{base}.3", 68481, "MDC_ATTR_EVENT_PHASE", "ST", phase, status="F"),
-                Obx(f"{base}.4", 68482, "MDC_ATTR_ALARM_STATE", "ST", active, status="F"),
-                Obx(
-                    f"{base}.5",
-                    68483,
-                    "MDC_ATTR_ALARM_INACTIVATION_STATE",
-                    "ST",
-                    "enabled",
-                    status="F",
-                ),
+                *alarm_state_facets(base, phase),
             ],
         )
+
+
+def alarm_state_facets(base: str, phase: str) -> list[Obx]:
+    """The facets every PCD-04 alarm ends with: event phase, alarm state, inactivation."""
+    active = "active" if phase == "start" else "inactive"
+    return [
+        Obx(f"{base}.3", 68481, "MDC_ATTR_EVENT_PHASE", "ST", phase, status="F"),
+        Obx(f"{base}.4", 68482, "MDC_ATTR_ALARM_STATE", "ST", active, status="F"),
+        Obx(f"{base}.5", 68483, "MDC_ATTR_ALARM_INACTIVATION_STATE", "ST", "enabled",
+            status="F"),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,7 +635,6 @@ class Pump:
     def _alarm_report(self, alarm: _Alarm, phase: str, now: float) -> AlarmReport:
         """The PCD-04 rows of the occlusion alarm (after the TF's B. Braun example)."""
         at, base = hl7_time(now), "1.0.0.0"
-        active = "active" if phase == "start" else "inactive"
         return AlarmReport(
             alarm.identifier,
             [
@@ -658,16 +658,7 @@ class Pump:
                     status="F",
                     observed_at=at,
                 ),
-                Obx(f"{base}.3", 68481, "MDC_ATTR_EVENT_PHASE", "ST", phase, status="F"),
-                Obx(f"{base}.4", 68482, "MDC_ATTR_ALARM_STATE", "ST", active, status="F"),
-                Obx(
-                    f"{base}.5",
-                    68483,
-                    "MDC_ATTR_ALARM_INACTIVATION_STATE",
-                    "ST",
-                    "enabled",
-                    status="F",
-                ),
+                *alarm_state_facets(base, phase),
             ],
         )
 
