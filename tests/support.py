@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,32 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None,
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {port}")
+
+
+def refused(port: int) -> bool:
+    """True when nothing accepts connections on the port (a paused or stopped source)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def wait_until(predicate: Callable[[], Any], what: str = "the condition",
+               timeout: float = 60.0) -> Any:
+    """Poll until `predicate()` is truthy and return its value; fail naming `what`.
+
+    Engine processes settle in their own time, so tests wait for a state with a generous
+    deadline instead of sleeping a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what} (last: {value!r})")
+        time.sleep(0.1)
 
 
 def send_and_receive(sock: socket.socket, payload: bytes, timeout: float = 10.0) -> bytes:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support import CORPUS, free_port, msa, send_and_receive, start_engine
+from tests.support import (
+    CORPUS,
+    free_port,
+    msa,
+    refused,
+    send_and_receive,
+    start_engine,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +38,6 @@ destinations:
     return path
 
 
-def eventually(check: Callable[[], object], timeout: float = 60.0) -> object:
-    """Poll until `check` returns something truthy (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 def with_control_id(control_id: str) -> bytes:
     """The sample with its own MSH-10, so it is not taken for a duplicate."""
     first, rest = SAMPLE.split(b"\r", 1)
@@ -56,14 +51,6 @@ def send(port: int, payload: bytes = SAMPLE) -> bytes:
         return send_and_receive(sock, payload)
 
 
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        return True
-    return False
-
-
 def test_channels_are_managed_without_a_restart(tmp_path: Path) -> None:
     """Pause closes the source, resume reopens it, SIGHUP deploys a changed file."""
     source_port = free_port()
@@ -74,9 +61,9 @@ def test_channels_are_managed_without_a_restart(tmp_path: Path) -> None:
     path = channel_file(channels, source_port, out)
     engine = start_engine(tmp_path / "data", channels=channels)
     try:
-        eventually(lambda: not refused(source_port))
+        wait_until(lambda: not refused(source_port))
         assert msa(send(source_port))[1] in (b"AA", b"CA")
-        eventually(lambda: list(out.iterdir()))
+        wait_until(lambda: list(out.iterdir()))
 
         listing = engine.run_cli("channels", "list", "--json")
         assert listing.returncode == 0, listing.stderr
@@ -87,7 +74,7 @@ def test_channels_are_managed_without_a_restart(tmp_path: Path) -> None:
         assert engine.run_cli("channels", "pause", "lab").returncode == 0
         assert refused(source_port)
         assert engine.run_cli("channels", "resume", "lab").returncode == 0
-        eventually(lambda: not refused(source_port))
+        wait_until(lambda: not refused(source_port))
 
         channel_file(channels, source_port, out, extra=f"""\
   - name: second
@@ -100,10 +87,10 @@ def test_channels_are_managed_without_a_restart(tmp_path: Path) -> None:
             return [d["name"] for d in answer["channels"][0]["destinations"]] == [
                 "archive", "second"]
 
-        eventually(redeployed)
-        eventually(lambda: not refused(source_port))
+        wait_until(redeployed)
+        wait_until(lambda: not refused(source_port))
         assert msa(send(source_port, with_control_id("SECOND-1")))[1] in (b"AA", b"CA")
-        eventually(lambda: list(archive2.iterdir()))
+        wait_until(lambda: list(archive2.iterdir()))
 
         assert engine.run_cli("channels", "undeploy", "lab").returncode == 0
         assert refused(source_port)
@@ -112,7 +99,7 @@ def test_channels_are_managed_without_a_restart(tmp_path: Path) -> None:
         missing = engine.run_cli("channels", "pause", "lab")
         assert missing.returncode == 1 and "not deployed" in missing.stdout
         assert engine.run_cli("channels", "deploy", "lab").returncode == 0
-        eventually(lambda: not refused(source_port))
+        wait_until(lambda: not refused(source_port))
 
         path.write_text(path.read_text().replace("max_attempts", "max_attemps") +
                         "    retry: {max_attemps: 3}\n")
@@ -139,19 +126,19 @@ def test_reprocess_requeues_a_dead_lettered_message(tmp_path: Path) -> None:
 """)
     engine = start_engine(tmp_path / "data", channels=channels)
     try:
-        eventually(lambda: not refused(source_port))
+        wait_until(lambda: not refused(source_port))
         assert msa(send(source_port))[1] in (b"AA", b"CA")
 
         def status() -> str:
             rows = engine.run_cli("messages", "list", "--format", "jsonl").stdout
             return json.loads(rows.splitlines()[0])["status"]
 
-        eventually(lambda: status() == "ERROR")
+        wait_until(lambda: status() == "ERROR")
         out.unlink()
         out.mkdir()
         again = engine.run_cli("messages", "reprocess", "1")
         assert again.returncode == 0, again.stdout + again.stderr
-        eventually(lambda: status() == "SENT")
+        wait_until(lambda: status() == "SENT")
         assert len(list(out.iterdir())) == 1
     finally:
         assert engine.stop() == 0

@@ -14,8 +14,8 @@ from typing import ClassVar
 import pytest
 
 from engine.store.store import open_store, sqlite_url
-from tests.integration.test_channels_control import eventually, refused, with_control_id
-from tests.support import free_port, msa, start_engine
+from tests.integration.test_channels_control import with_control_id
+from tests.support import free_port, msa, refused, start_engine, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ destinations:
 """)
     engine = start_engine(tmp_path / "data", channels=channels)
     try:
-        eventually(lambda: not refused(http_port))
+        wait_until(lambda: not refused(http_port))
         request = urllib.request.Request(
             f"http://127.0.0.1:{http_port}/hl7", data=with_control_id("VIA-HTTP"),
             headers={"Content-Type": "application/hl7-v2"}, method="POST")
@@ -89,8 +89,8 @@ destinations:
 
         inbox.mkdir(exist_ok=True)
         (inbox / "a.hl7").write_bytes(with_control_id("VIA-FILE"))
-        eventually(lambda: len(EHR.received) == 2)
-        eventually(lambda: list((inbox / "done").glob("a*.hl7")))
+        wait_until(lambda: len(EHR.received) == 2)
+        wait_until(lambda: list((inbox / "done").glob("a*.hl7")))
     finally:
         assert engine.stop() == 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from tests.support import (
     EngineProcess,
     engine_env,
     free_port,
+    refused,
     start_engine,
     wait_for_port,
 )
@@ -175,15 +175,6 @@ def status_of(engine: EngineProcess, control_id: str) -> str:
     rows = engine.run_cli("messages", "list", "--control-id", control_id,
                           "--format", "jsonl").stdout.splitlines()
     return json.loads(rows[0])["status"] if rows else ""
-
-
-def refused(port: int) -> bool:
-    """True when nothing accepts connections on the port."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        return True
-    return False
 
 
 def log_in(driver: Any, user: str, password: str) -> None:

@@ -40,6 +40,7 @@ from tests.support import (
     send_and_receive,
     start_engine,
     wait_for_port,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -174,18 +175,6 @@ def listed(engine: EngineProcess, *args: str) -> list[dict[str, Any]]:
     result = engine.run_cli("messages", "list", "--format", "jsonl", *args)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll until `predicate()` is truthy; fail with `what` after the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.1)
 
 
 @contextmanager

@@ -12,8 +12,7 @@ import json
 import re
 import signal
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from tests.support import (
     send_and_receive,
     start_engine,
     wait_for_port,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -109,15 +109,6 @@ def running(engine: EngineProcess) -> Iterator[EngineProcess]:
 def send(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         return send_and_receive(sock, payload, timeout=DEADLINE)
-
-
-def wait_until(predicate: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE:g} s: {what}")
-        time.sleep(0.1)
-    return value
 
 
 @contextmanager

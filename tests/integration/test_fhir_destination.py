@@ -29,7 +29,6 @@ from engine.store.status import ContentKind
 from engine.store.store import open_store, sqlite_url
 from profiles.fhir import NothingToMap, transaction_bundle
 from profiles.pcd.extract import extract
-from tests.integration.test_channels_control import eventually
 from tests.support import (
     CORPUS,
     REPO,
@@ -38,6 +37,7 @@ from tests.support import (
     send_and_receive,
     start_engine,
     wait_for_port,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -97,7 +97,7 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FHIRServer
     try:
         wait_for_port(port, None, timeout=60)
         server = FHIRServer(f"{root}/fhir", root)
-        eventually(lambda: server.total("Observation") == 0, timeout=60)
+        wait_until(lambda: server.total("Observation") == 0, timeout=60)
         yield server
     finally:
         proc.terminate()
@@ -164,7 +164,7 @@ destinations:
                     assert msa(answer)[1] in (b"AA", b"CA"), name
         store = open_store(sqlite_url(tmp_path / "data"))
         try:
-            done = eventually(lambda: _all_delivered(store, 2 * len(messages)), timeout=120)
+            done = wait_until(lambda: _all_delivered(store, 2 * len(messages)), timeout=120)
         finally:
             store.close()
     finally:
@@ -172,7 +172,7 @@ destinations:
 
     store = open_store(sqlite_url(tmp_path / "data"))
     try:
-        for message in done:  # type: ignore[union-attr]
+        for message in done:
             again = message["control_id"].endswith("-again")
             name = next(n for n, raw in messages.items()
                         if message["control_id"].removesuffix("-again") == _control_id(raw))
@@ -233,7 +233,7 @@ destinations:
                 b"AA", b"CA")
         store = open_store(sqlite_url(tmp_path / "data"))
         try:
-            (message,) = eventually(lambda: store.list_messages(channel="strict", status="ERROR"))
+            (message,) = wait_until(lambda: store.list_messages(channel="strict", status="ERROR"))
             (delivery,) = store.deliveries_of(message["id"])
             outcome = json.loads(store.content(message["id"], ContentKind.RESPONSE))
         finally:

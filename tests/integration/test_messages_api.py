@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from tests.support import (
     free_port,
     start_engine,
     wait_for_port,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -136,15 +137,6 @@ def control_ids(rows: list[dict[str, Any]]) -> set[str]:
     return {r["control_id"] for r in rows}
 
 
-def wait_until(predicate: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE:g} s: {what}")
-        time.sleep(0.1)
-    return value
-
-
 SENT_TO_WARD = {
     "W-1": oru("W-1", "MRN-A"),
     "W-2": oru("W-2", "MRN-B"),
@@ -152,6 +144,10 @@ SENT_TO_WARD = {
     "W-4": adt("W-4", "MRN-C"),
 }
 SENT_TO_LAB = {"L-1": oru("L-1", "MRN-A", app="LAB"), "L-2": oru("L-2", "MRN-D", app="LAB")}
+
+
+ANSWERED: dict[str, str] = {}
+"""The ACK each message got, as the sender read it off the wire."""
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +172,10 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnginePr
         started = time.time()
         for port, batch in ((ward_port, SENT_TO_WARD), (lab_port, SENT_TO_LAB)):
             with hl7.client.MLLPClient("127.0.0.1", port) as client:
-                for text in batch.values():
+                for control_id, text in batch.items():
                     answer = client.send_message(text)
                     assert b"MSA|AA|" in answer, answer
+                    ANSWERED[control_id] = answer.strip(b"\x0b\x1c\r").decode() + "\r"
         wait_until(lambda: len(search(engine, status="ERROR")) == 3, "three dead letters")
         wait_until(lambda: len(search(engine, status="SENT")) == 2, "two archived")
         rows = search(engine)
@@ -246,6 +243,7 @@ def test_detail_shows_contents_response_delivery_and_timeline(
     detail = api(engine, "GET", f"messages/{ids['W-3']}")
     assert detail["message"]["patient_id"] == "MRN-A"
     assert detail["contents"]["raw"][0]["text"] == SENT_TO_WARD["W-3"]
+    assert detail["contents"]["ack"][0]["text"] == ANSWERED["W-3"]
     ehr = detail["destinations"]["ehr"]
     assert ehr["status"] == "ERROR" and ehr["attempts"] == 1 and ehr["last_error"]
     assert "|EHR|" in ehr["contents"]["encoded"][0]["text"]

@@ -14,10 +14,8 @@ import json
 import re
 import signal
 import socket
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from tests.support import (
     send_and_receive,
     start_engine,
     wait_for_port,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -75,17 +74,6 @@ def samples(engine: EngineProcess) -> dict[tuple[str, tuple[tuple[str, str], ...
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
-
-
-def wait_until(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def channel_file(directory: Path, source_port: int, archive: Path) -> None:
