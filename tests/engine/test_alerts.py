@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from twisted.internet import task
 from twisted.trial.unittest import TestCase
 
-from engine.alerts.alert import Alert, AlertState
+from engine.alerts.alert import AlertState
 from engine.alerts.config import AlertsConfig
 from engine.alerts.devices import SilentDevice
 from engine.alerts.monitor import AlertMonitor
@@ -25,21 +25,7 @@ from engine.store.queue_stats import QueueStat
 from engine.store.status import Status
 from engine.store.store import StoredMessage
 from engine.writer import Changes
-
-
-class Recorder:
-    """A receiver that keeps what it was given."""
-
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-
-    def send(self, alert: Alert) -> None:
-        self.alerts.append(alert)
-
-    def states(self) -> list[tuple[str, str]]:
-        return [(a.rule, a.state.value) for a in self.alerts]
+from tests.engine.alert_recorder import Recorder
 
 
 class Tracker:

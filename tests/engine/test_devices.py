@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet import task
 
 from channels.pcd import DeviceTrackingConfig, Sighting
-from engine.alerts.alert import Alert, AlertState
+from engine.alerts.alert import AlertState
 from engine.alerts.config import AlertsConfig
 from engine.alerts.monitor import AlertMonitor
 from engine.devices.observations import ObservationLedger
@@ -18,21 +18,10 @@ from engine.devices.persist import DeviceRows
 from engine.devices.tracker import DeviceTracker
 from engine.metrics import EngineMetrics
 from engine.store.store import open_store, sqlite_url
+from tests.engine.alert_recorder import Recorder
 
 MONITOR = Sighting("EUI-64:0123456789ABCDEF", "ICU-3")
 PUMP = Sighting("EUI-64:00122100000000AA", "ICU-3")
-
-
-class Recorder:
-    """An alert receiver that keeps what it was given."""
-
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-
-    def send(self, alert: Alert) -> None:
-        self.alerts.append(alert)
 
 
 def settings(**values: Any) -> Any:
