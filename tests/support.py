@@ -13,9 +13,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.store.store import Store, open_store, sqlite_url
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -205,6 +208,51 @@ def start_engine(data_dir: Path, port: int | None = None, config: Path | None = 
         engine.stop(signal.SIGKILL)
         raise RuntimeError(log.read_text()) from None
     return engine
+
+
+def start_with_channels(data_dir: Path, channels: Path, source_ports: list[int],
+                        extra_env: dict[str, str] | None = None) -> EngineProcess:
+    """`interlink run` with a channels directory; returns once every source listens.
+
+    The admin port answering does not mean the channels are deployed yet, so a test that
+    sends at once would race the engine.
+    """
+    engine = start_engine(data_dir, channels=channels, extra_env=extra_env)
+    try:
+        for port in source_ports:
+            wait_for_port(port, engine.proc)
+    except Exception:
+        engine.stop(signal.SIGKILL)
+        raise RuntimeError(engine.log.read_text()) from None
+    return engine
+
+
+@contextmanager
+def running(engine: EngineProcess) -> Iterator[EngineProcess]:
+    """Stop the engine at the end; a clean stop is part of what the test checks.
+
+    A failing test kills the engine and prints the end of its log, the only place a
+    subprocess's side of the failure shows.
+    """
+    try:
+        yield engine
+    except BaseException:
+        engine.stop(signal.SIGKILL)
+        print(engine.log.read_text()[-20000:])
+        raise
+    code = engine.stop()
+    assert code == 0, engine.log.read_text()[-20000:]
+
+
+@contextmanager
+def store_of(engine: EngineProcess, url: str | None = None) -> Iterator[Store]:
+    """The engine's store (its SQLite file unless `url` names another), opened from the
+    test to read outcomes the way the engine recorded them."""
+    store = open_store(url or sqlite_url(engine.data_dir))
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def iter_lines(text: str) -> Iterator[str]:

@@ -37,8 +37,10 @@ from tests.support import (
     EngineProcess,
     free_port,
     msa,
+    running,
     send_and_receive,
-    start_engine,
+    start_with_channels,
+    store_of,
     wait_for_port,
     wait_until,
 )
@@ -108,32 +110,6 @@ def write_channel(directory: Path, name: str, source_port: int, dest_port: int, 
     return path
 
 
-def start_with_channels(data_dir: Path, channels: Path, source_ports: list[int],
-                        extra_env: dict[str, str] | None = None) -> EngineProcess:
-    """`interlink run` with a channels directory; returns once every source listens."""
-    engine = start_engine(data_dir, channels=channels, extra_env=extra_env)
-    try:
-        for port in source_ports:
-            wait_for_port(port, engine.proc)
-    except Exception:
-        engine.stop(signal.SIGKILL)
-        raise RuntimeError(engine.log.read_text()) from None
-    return engine
-
-
-@contextmanager
-def running(engine: EngineProcess) -> Iterator[EngineProcess]:
-    """Stop the engine at the end; a clean stop is part of what the test checks."""
-    try:
-        yield engine
-    except BaseException:
-        engine.stop(signal.SIGKILL)
-        print(engine.log.read_text()[-20000:])
-        raise
-    code = engine.stop()
-    assert code == 0, engine.log.read_text()[-20000:]
-
-
 # -- talking to the engine -------------------------------------------------------------------
 
 
@@ -175,16 +151,6 @@ def listed(engine: EngineProcess, *args: str) -> list[dict[str, Any]]:
     result = engine.run_cli("messages", "list", "--format", "jsonl", *args)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-
-
-@contextmanager
-def store_of(engine: EngineProcess, url: str | None = None) -> Iterator[Store]:
-    """The engine's store, opened from the test to read it."""
-    store = open_store(url or sqlite_url(engine.data_dir))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def statuses(store: Store, channel: str) -> dict[str, str]:

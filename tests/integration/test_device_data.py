@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.store.store import Store, open_store, sqlite_url
 from tests.profiles.corpus import read
 from tests.support import (
     EngineProcess,
     free_port,
     msa,
+    running,
     send_and_receive,
-    start_engine,
-    wait_for_port,
+    start_with_channels,
+    store_of,
     wait_until,
 )
 
@@ -84,40 +81,9 @@ def channel_file(directory: Path, name: str, port: int, out: Path, **channel: An
     (directory / f"{name}.yaml").write_text(json.dumps(config, indent=1))
 
 
-def start(data_dir: Path, channels: Path, ports: list[int]) -> EngineProcess:
-    engine = start_engine(data_dir, channels=channels)
-    try:
-        for port in ports:
-            wait_for_port(port, engine.proc)
-    except Exception:
-        engine.stop(signal.SIGKILL)
-        raise RuntimeError(engine.log.read_text()) from None
-    return engine
-
-
-@contextmanager
-def running(engine: EngineProcess) -> Iterator[EngineProcess]:
-    try:
-        yield engine
-    except BaseException:
-        engine.stop(signal.SIGKILL)
-        print(engine.log.read_text()[-20000:])
-        raise
-    assert engine.stop() == 0, engine.log.read_text()[-20000:]
-
-
 def send(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         return send_and_receive(sock, payload, timeout=DEADLINE)
-
-
-@contextmanager
-def store_of(engine: EngineProcess) -> Iterator[Store]:
-    store = open_store(sqlite_url(engine.data_dir))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def message(engine: EngineProcess, control_id: str, settled: bool = True) -> dict[str, Any]:
@@ -154,7 +120,8 @@ def test_glucose_rule_rejects_and_flags_in_either_unit(tmp_path: Path) -> None:
                  pcd={"plausibility": [{**GLUCOSE_RULE, "action": "reject"}]})
     channel_file(channels, "glucose-flag", flag_port, out / "flag",
                  pcd={"plausibility": [{**GLUCOSE_RULE, "action": "flag"}]})
-    with running(start(tmp_path / "data", channels, [reject_port, flag_port])) as engine:
+    engine = start_with_channels(tmp_path / "data", channels, [reject_port, flag_port])
+    with running(engine):
         # (value, unit, plausible?): 0.8 mmol/L = 14.4 mg/dL, 35 mmol/L = 630.5 mg/dL
         cases = [("37.5", "mg/dL", True), ("15", "mg/dL", False), ("650", "mg/dL", False),
                  ("5.5", "mmol/L", True), ("0.8", "mmol/L", False), ("35", "mmol/L", False),
@@ -210,7 +177,7 @@ def test_resent_readings_are_delivered_once_also_across_a_restart(tmp_path: Path
     channel_file(channels, "monitors", port, out, pcd={
         "deduplicate": True,
         "devices": {"expected_interval_seconds": 60, "silent_after": 3}})
-    with running(start(data, channels, [port])) as engine:
+    with running(start_with_channels(data, channels, [port])) as engine:
         assert msa(send(port, edited(PHILIPS, "GW-1")))[1] == b"CA"
         first = message(engine, "GW-1")
         wait_until(lambda: len(delivered(out)) == 1, "the first message delivered")
@@ -243,7 +210,7 @@ def test_resent_readings_are_delivered_once_also_across_a_restart(tmp_path: Path
         assert device["expected_interval_seconds"] == 60
         assert answer["units"][0]["unit"] == "HO Surgery"
         assert "Hon" not in json.dumps(answer) and "HO2009001" not in json.dumps(answer)
-    with running(start(data, channels, [port])) as engine:
+    with running(start_with_channels(data, channels, [port])) as engine:
         assert msa(send(port, edited(PHILIPS, "GW-4")))[1] == b"CA"
         after = message(engine, "GW-4")
         assert after["status"] == "FILTERED"

@@ -16,20 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_delivery import (
-    DEADLINE,
-    all_in,
-    in_order,
+from tests.integration.test_delivery import DEADLINE, all_in, in_order, oru, sink_on, write_channel
+from tests.support import (
+    free_port,
     msa,
-    oru,
     running,
-    sink_on,
+    send_and_receive,
     start_with_channels,
     store_of,
     wait_until,
-    write_channel,
 )
-from tests.support import free_port, send_and_receive
 
 pytestmark = pytest.mark.integration
 
