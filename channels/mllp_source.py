@@ -48,6 +48,8 @@ class Received:
     header: Header | None
     error: str | None
     salvaged_control_id: str = ""
+    ack: bytes = b""
+    """The answer built for it before the commit, kept with it (the store's `ack` content)."""
 
 
 Commit = Callable[[Received], "defer.Deferred[Any]"]
@@ -101,12 +103,13 @@ class MLLPSource:
     def frame_refused(self, head: bytes, peer: str, reason: str) -> bytes | None:
         """An oversize frame: keep what we saw of it and answer AR salvaging MSH-10."""
         error = HeaderError(reason, salvage_control_id(head))
+        answer = build_reject_for_unreadable(head, error, now=self._now(),
+                                             control_id=self._control_ids(),
+                                             sender=self._sender)
         self._commit(Received(self.channel, self._clock.seconds(), peer, head, "AR", None,
-                              f"refused: {reason}", error.salvaged_control_id)
+                              f"refused: {reason}", error.salvaged_control_id, answer)
                      ).addErrback(_log_store_failure)
-        return build_reject_for_unreadable(head, error, now=self._now(),
-                                           control_id=self._control_ids(),
-                                           sender=self._sender)
+        return answer
 
     # -- one message ---------------------------------------------------------------------
 
@@ -128,7 +131,8 @@ class MLLPSource:
         # Built before the commit so that, once it returns, answering is only a write.
         ack = build_ack(header, outcome=outcome, now=self._now(),
                         control_id=self._control_ids(), sender=self._sender, errors=errors)
-        d = self._commit(Received(self.channel, received_at, peer, raw, code, header, failed))
+        d = self._commit(Received(self.channel, received_at, peer, raw, code, header, failed,
+                                  ack=ack))
 
         def not_stored(failure: Any) -> bytes:
             _log_store_failure(failure)
@@ -147,12 +151,14 @@ class MLLPSource:
 
     def _reject_unreadable(self, raw: bytes, peer: str, received_at: float,
                            error: HeaderError) -> defer.Deferred[bytes | None]:
+        answer = build_reject_for_unreadable(raw, error, now=self._now(),
+                                             control_id=self._control_ids(),
+                                             sender=self._sender)
         d = self._commit(Received(self.channel, received_at, peer, raw, "AR", None,
                                   f"unreadable header: {error.reason}",
-                                  error.salvaged_control_id))
+                                  error.salvaged_control_id, answer))
         d.addErrback(_log_store_failure)
-        return d.addCallback(lambda _: build_reject_for_unreadable(
-            raw, error, now=self._now(), control_id=self._control_ids(), sender=self._sender))
+        return d.addCallback(lambda _: answer)
 
     # -- batches -------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ def to_incoming(received: Received) -> IncomingMessage:
         ack_code=received.ack_code,
         error=received.error,
         control_id=received.salvaged_control_id,
+        ack=received.ack,
     )
     if h is not None:
         apply_header(msg, h)

@@ -127,6 +127,8 @@ class IncomingMessage:
     patient_id: str = ""
     error: str | None = None
     parent_id: int | None = None
+    ack: bytes = b""
+    """The acknowledgment answered to the sender, stored beside the raw message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +324,7 @@ class Store:
         content_rows: list[tuple[Any, ...]] = []
         events: list[AuditEvent] = []
         stored: list[StoredMessage] = []
-        raw_kind = ContentKind.RAW.value
+        raw_kind, ack_kind = ContentKind.RAW.value, ContentKind.ACK.value
         for mid, msg in zip(ids, incoming, strict=True):
             duplicate_of = None
             if msg.error is not None or msg.ack_code not in POSITIVE_ACKS:
@@ -344,6 +346,8 @@ class Store:
                 duplicate_of, msg.error, now, msg.parent_id,
             ))
             content_rows.append((mid, raw_kind, None, now, msg.raw))
+            if msg.ack:
+                content_rows.append((mid, ack_kind, None, now, msg.ack))
             detail: dict[str, Any] = {"status": status.value, "ack": msg.ack_code,
                                       "peer": msg.peer, "control_id": msg.control_id}
             if duplicate_of is not None:

@@ -294,7 +294,8 @@ def test_operator_finds_opens_and_reprocesses_a_message(browser: Any, tmp_path: 
         assert msh10.get_attribute("title").startswith("MSH-10 Message Control Id")
 
         assert text_of(browser, "#ack-code") == "AA"
-        assert not browser.find_elements(By.CSS_SELECTOR, '#acks .payload')
+        ours = browser.find_element(By.CSS_SELECTOR, '#acks .payload[data-kind="ack"]')
+        assert f"MSA|AA|{CONTROL_ID}" in ours.text.replace("\n", "")
         assert text_of(browser, "#message-status") == "ERROR"
         assert "ERROR" in text_of(browser, '#deliveries-table tr[data-destination="ehr"]')
         assert browser.find_elements(By.CSS_SELECTOR, "#timeline li")

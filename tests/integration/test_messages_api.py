@@ -37,6 +37,7 @@ from tests.support import (
     start_engine,
     wait_for_port,
     wait_until,
+    write_mllp_channel,
 )
 
 pytestmark = pytest.mark.integration
@@ -105,14 +106,6 @@ class Ehr:
         self.listener.close()
 
 
-def channel_file(directory: Path, name: str, port: int, destination: dict[str, Any],
-                 **extra: Any) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {"name": name, "source": {"type": "mllp", "port": port},
-              "destinations": [destination], **extra}
-    (directory / f"{name}.yaml").write_text(json.dumps(config))
-
-
 def api(engine: EngineProcess, method: str, path: str, body: Any = None,
         raw: bool = False) -> Any:
     """One admin API call with the engine's local admin token when it writes one."""
@@ -158,13 +151,13 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnginePr
     ehr = Ehr()
     ward_port, lab_port = free_port(), free_port()
     channels = tmp / "channels"
-    channel_file(channels, "ward", ward_port, {
+    write_mllp_channel(channels, "ward", ward_port, [{
         "name": "ehr", "to": {"type": "mllp", "host": "127.0.0.1", "port": ehr.port,
                               "ack_timeout_seconds": 5, "connect_timeout_seconds": 2},
-        "retry": {"initial_seconds": 0.2, "max_attempts": 1}, "on_exhausted": "skip"},
+        "retry": {"initial_seconds": 0.2, "max_attempts": 1}, "on_exhausted": "skip"}],
         filter="MSH-9.1 == ORU", transformer=[{"set": "MSH-5", "value": "EHR"}])
-    channel_file(channels, "lab", lab_port, {
-        "name": "archive", "to": {"type": "file", "directory": str(tmp / "archive")}})
+    write_mllp_channel(channels, "lab", lab_port, [
+        {"name": "archive", "to": {"type": "file", "directory": str(tmp / "archive")}}])
     engine = start_engine(tmp / "data", channels=channels)
     try:
         wait_for_port(ward_port, engine.proc)
