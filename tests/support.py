@@ -210,6 +210,21 @@ def start_engine(data_dir: Path, port: int | None = None, config: Path | None = 
     return engine
 
 
+def write_mllp_channel(directory: Path, name: str, port: int,
+                       destinations: list[dict[str, Any]], **channel: Any) -> Path:
+    """The channel file `<name>.yaml` with an MLLP source on `port` and these destinations.
+
+    Written as JSON (which is YAML), so tests build channels as data and need no YAML
+    writer; `channel` adds keys such as a filter or `pcd` settings.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"name": name, "source": {"type": "mllp", "port": port},
+              "destinations": destinations, **channel}
+    path = directory / f"{name}.yaml"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
 def start_with_channels(data_dir: Path, channels: Path, source_ports: list[int],
                         extra_env: dict[str, str] | None = None) -> EngineProcess:
     """`interlink run` with a channels directory; returns once every source listens.

@@ -43,6 +43,7 @@ from tests.support import (
     store_of,
     wait_for_port,
     wait_until,
+    write_mllp_channel,
 )
 
 pytestmark = pytest.mark.integration
@@ -92,8 +93,7 @@ def ack(payload: bytes, code: str) -> bytes:
 def write_channel(directory: Path, name: str, source_port: int, dest_port: int, *,
                   to: dict[str, Any] | None = None, destination: dict[str, Any] | None = None,
                   **channel: Any) -> Path:
-    """One channel file (JSON, which is YAML) with one MLLP source and one MLLP destination."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """One channel file with one MLLP source and one MLLP destination."""
     target = {"type": "mllp", "host": "127.0.0.1", "port": dest_port,
               "ack_timeout_seconds": 5, "connect_timeout_seconds": 1,
               "reconnect_max_seconds": 1, **(to or {})}
@@ -101,13 +101,9 @@ def write_channel(directory: Path, name: str, source_port: int, dest_port: int, 
             "retry": {"initial_seconds": 0.2, "max_seconds": 1, "jitter": 0,
                       "max_attempts": None},
             **(destination or {})}
-    config = {"name": name, "source": {"type": "mllp", "port": source_port},
-              "filter": "MSH-9.1 == ORU",
-              "transformer": [{"set": "MSH-5", "value": "EHR"}],
-              "destinations": [dest], **channel}
-    path = directory / f"{name}.yaml"
-    path.write_text(json.dumps(config, indent=1))
-    return path
+    return write_mllp_channel(directory, name, source_port, [dest], **{
+        "filter": "MSH-9.1 == ORU", "transformer": [{"set": "MSH-5", "value": "EHR"}],
+        **channel})
 
 
 # -- talking to the engine -------------------------------------------------------------------

@@ -26,6 +26,7 @@ from tests.support import (
     start_with_channels,
     store_of,
     wait_until,
+    write_mllp_channel,
 )
 
 pytestmark = pytest.mark.integration
@@ -74,11 +75,10 @@ def glucose(control_id: str, value: str, unit: str) -> bytes:
 
 
 def channel_file(directory: Path, name: str, port: int, out: Path, **channel: Any) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {"name": name, "source": {"type": "mllp", "port": port},
-              "destinations": [{"name": "ehr", "to": {"type": "file", "directory": str(out)}}],
-              **channel}
-    (directory / f"{name}.yaml").write_text(json.dumps(config, indent=1))
+    """A channel delivering to files in `out`, so a test can read what was delivered."""
+    write_mllp_channel(directory, name, port,
+                       [{"name": "ehr", "to": {"type": "file", "directory": str(out)}}],
+                       **channel)
 
 
 def send(port: int, payload: bytes) -> bytes:

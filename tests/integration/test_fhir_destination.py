@@ -38,6 +38,7 @@ from tests.support import (
     start_engine,
     wait_for_port,
     wait_until,
+    write_mllp_channel,
 )
 
 pytestmark = pytest.mark.integration
@@ -105,13 +106,40 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FHIRServer
         log.close()
 
 
+def fhir_channel(tmp_path: Path, fhir_server: FHIRServer, name: str, secret: str, *,
+                 to: dict[str, Any] | None = None, auth: dict[str, Any] | None = None,
+                 **destination: Any) -> tuple[Path, int]:
+    """A channel from an MLLP source on a free port to the server's FHIR destination.
+
+    The client secret goes into a file the channel names (`${file:...}`), as a site would
+    keep it out of the channel file; returns the channels directory and the MLLP port.
+    """
+    secret_file = tmp_path / "client-secret"
+    secret_file.write_text(secret)
+    port = free_port()
+    target = {"type": "fhir", "base_url": fhir_server.base, **(to or {}),
+              "auth": {"type": "client_credentials",
+                       "token_url": f"{fhir_server.root}/auth/token",
+                       "client_id": "interlink", "client_secret": f"${{file:{secret_file}}}",
+                       **(auth or {})}}
+    channels = tmp_path / "channels"
+    write_mllp_channel(channels, name, port,
+                       [{"name": "ehr-fhir", "to": target, **destination}])
+    return channels, port
+
+
+def first_line(raw: bytes) -> tuple[bytes, bytes]:
+    """The MSH line and the rest: corpus files end their lines with CR or LF."""
+    end = min(i for i in (raw.find(b"\r"), raw.find(b"\n"), len(raw)) if i >= 0)
+    return raw[:end], raw[end:]
+
+
 def with_control_id(raw: bytes, suffix: bytes) -> bytes:
     """The message with MSH-10 changed, so the engine does not take it for a duplicate."""
-    end = min(i for i in (raw.find(b"\r"), raw.find(b"\n"), len(raw)) if i >= 0)
-    first = raw[:end]
+    first, rest = first_line(raw)
     fields = first.split(first[3:4])
     fields[9] += suffix
-    return first[3:4].join(fields) + raw[end:]
+    return first[3:4].join(fields) + rest
 
 
 def expected_readings(raw: bytes) -> set[str] | None:
@@ -128,27 +156,10 @@ def test_corpus_sent_twice_leaves_one_observation_per_reading(
         tmp_path: Path, fhir_server: FHIRServer) -> None:
     """Every reading of every PCD-01 corpus message is on the server exactly once."""
     assert PCD01, f"no PCD-01 corpus at {CORPUS}"
-    (tmp_path / "client-secret").write_text(CLIENT_SECRET + "\n")
-    mllp_port = free_port()
-    channels = tmp_path / "channels"
-    channels.mkdir()
-    (channels / "devices.yaml").write_text(f"""\
-name: devices
-source: {{type: mllp, port: {mllp_port}}}
-destinations:
-  - name: ehr-fhir
-    to:
-      type: fhir
-      base_url: {fhir_server.base}
-      timeout_seconds: 30
-      auth:
-        type: client_credentials
-        token_url: {fhir_server.root}/auth/token
-        client_id: interlink
-        client_secret: "${{file:{tmp_path / 'client-secret'}}}"
-        scope: system/*.write
-    retry: {{initial_seconds: 0.2, max_seconds: 1, max_attempts: 3}}
-""")
+    channels, mllp_port = fhir_channel(
+        tmp_path, fhir_server, "devices", CLIENT_SECRET + "\n", to={"timeout_seconds": 30},
+        auth={"scope": "system/*.write"},
+        retry={"initial_seconds": 0.2, "max_seconds": 1, "max_attempts": 3})
     messages = {path.name: path.read_bytes() for path in PCD01}
     expected = {name: expected_readings(raw) for name, raw in messages.items()}
     readings = set().union(*(ids for ids in expected.values() if ids))
@@ -192,8 +203,7 @@ destinations:
 
 
 def _control_id(raw: bytes) -> str:
-    end = min(i for i in (raw.find(b"\r"), raw.find(b"\n"), len(raw)) if i >= 0)
-    first = raw[:end]
+    first, _ = first_line(raw)
     return first.split(first[3:4])[9].decode("latin-1")
 
 
@@ -207,22 +217,8 @@ def _all_delivered(store: Any, count: int) -> list[dict[str, Any]] | None:
 def test_refused_bundle_is_a_dead_letter_with_the_operation_outcome(
         tmp_path: Path, fhir_server: FHIRServer) -> None:
     """A conditional subject naming an unknown patient: the server refuses, ERROR keeps why."""
-    (tmp_path / "client-secret").write_text(CLIENT_SECRET)
-    mllp_port = free_port()
-    channels = tmp_path / "channels"
-    channels.mkdir()
-    (channels / "devices.yaml").write_text(f"""\
-name: strict
-source: {{type: mllp, port: {mllp_port}}}
-destinations:
-  - name: ehr-fhir
-    to:
-      type: fhir
-      base_url: {fhir_server.base}
-      subject: conditional
-      auth: {{type: client_credentials, token_url: "{fhir_server.root}/auth/token",
-              client_id: interlink, client_secret: "${{file:{tmp_path / 'client-secret'}}}"}}
-""")
+    channels, mllp_port = fhir_channel(tmp_path, fhir_server, "strict", CLIENT_SECRET,
+                                       to={"subject": "conditional"})
     raw = (CORPUS / "pcd01-monitor" / "ipf-acme-bp-pcd01-minimal.hl7").read_bytes()
     before = fhir_server.total("Observation")
     engine = start_engine(tmp_path / "data", channels=channels)
