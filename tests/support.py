@@ -31,6 +31,30 @@ def frame(payload: bytes) -> bytes:
     return SB + payload + EB + CR
 
 
+def frames_from(conn: socket.socket, stopped: Callable[[], bool] = lambda: False
+                ) -> Iterator[bytes]:
+    """The payloads of the MLLP frames arriving on a connection, until it closes, fails or
+    `stopped()` says so.
+
+    The socket peers that stand in for an EHR read frames the same way and differ only
+    in how they answer, which the caller decides for each payload.
+    """
+    buf = b""
+    while not stopped():
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        buf += data
+        while EB + CR in buf:
+            end = buf.index(EB + CR)
+            payload = buf[buf.find(SB) + 1:end]
+            buf = buf[end + 2:]
+            yield payload
+
+
 def corpus_files() -> list[Path]:
     """Every HL7 file of the public corpus, sorted."""
     return sorted(CORPUS.rglob("*.hl7"))

@@ -35,6 +35,7 @@ from tests.support import (
     REPO,
     SB,
     EngineProcess,
+    frames_from,
     free_port,
     msa,
     running,
@@ -267,40 +268,28 @@ class Peer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        buf = b""
         with closing(conn):
-            while not self._stop.is_set():
+            for payload in frames_from(conn, self._stop.is_set):
+                with self._lock:
+                    self.received.append(payload)
+                    cid = msh(payload, 10)
+                    nth = sum(1 for p in self.received if msh(p, 10) == cid)
+                code = self.answer(payload, nth)
+                if self.gate is not None:
+                    self.gate.wait(DEADLINE)
+                if self.delay:
+                    time.sleep(self.delay)
+                if code is None:
+                    continue
                 try:
-                    data = conn.recv(65536)
+                    if code == "close-mid-ack":
+                        conn.sendall(SB + ack(payload, "AA")[:20])
+                        conn.shutdown(socket.SHUT_RDWR)
+                        return
+                    conn.sendall(SB + ack(payload, code) + EB + b"\r")
+                    self.answered_at[cid] = time.monotonic()
                 except OSError:
                     return
-                if not data:
-                    return
-                buf += data
-                while EB + b"\r" in buf:
-                    end = buf.index(EB + b"\r")
-                    payload = buf[buf.find(SB) + 1:end]
-                    buf = buf[end + 2:]
-                    with self._lock:
-                        self.received.append(payload)
-                        cid = msh(payload, 10)
-                        nth = sum(1 for p in self.received if msh(p, 10) == cid)
-                    code = self.answer(payload, nth)
-                    if self.gate is not None:
-                        self.gate.wait(DEADLINE)
-                    if self.delay:
-                        time.sleep(self.delay)
-                    if code is None:
-                        continue
-                    try:
-                        if code == "close-mid-ack":
-                            conn.sendall(SB + ack(payload, "AA")[:20])
-                            conn.shutdown(socket.SHUT_RDWR)
-                            return
-                        conn.sendall(SB + ack(payload, code) + EB + b"\r")
-                        self.answered_at[cid] = time.monotonic()
-                    except OSError:
-                        return
 
 
 @contextmanager

@@ -26,13 +26,12 @@ from sqlalchemy import select
 from engine.store.schema import audit_events
 from engine.store.store import open_store, sqlite_url
 from tests.support import (
-    EB,
     INTERLINK,
     REPO,
-    SB,
     EngineProcess,
     engine_env,
     frame,
+    frames_from,
     free_port,
     start_engine,
     wait_for_port,
@@ -81,25 +80,13 @@ class Ehr:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        buf = b""
         with conn:
-            while True:
-                try:
-                    chunk = conn.recv(65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                while EB + b"\r" in buf:
-                    end = buf.index(EB + b"\r")
-                    payload = buf[buf.index(SB) + 1:end]
-                    buf = buf[end + 2:]
-                    self.received.append(payload)
-                    control_id = payload.split(b"\r")[0].split(b"|")[9]
-                    conn.sendall(frame(b"MSH|^~\\&|EHR|H|||20261125||ACK|A" + control_id
-                                       + b"|P|2.6\rMSA|" + self.code.encode() + b"|"
-                                       + control_id + b"\r"))
+            for payload in frames_from(conn):
+                self.received.append(payload)
+                control_id = payload.split(b"\r")[0].split(b"|")[9]
+                conn.sendall(frame(b"MSH|^~\\&|EHR|H|||20261125||ACK|A" + control_id
+                                   + b"|P|2.6\rMSA|" + self.code.encode() + b"|"
+                                   + control_id + b"\r"))
 
     def close(self) -> None:
         self._stop = True
