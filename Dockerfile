@@ -18,7 +18,9 @@ RUN pip install --no-cache-dir . \
     && chown interlink /var/lib/interlink
 
 # The shipped engine file listens on loopback; in a container MLLP listens on all
-# interfaces. The admin API stays on loopback: it has no authentication yet.
+# interfaces. The admin API and dashboard stay on loopback unless the site opens them with
+# TLS (admin.interface and admin.tls in a mounted engine file); users are added with
+# `docker exec … interlink users add NAME --role admin`.
 # Channel files are the site's own: mount them on /etc/interlink/channels (the examples in
 # conf/channels are for a developer's checkout and are not copied).
 COPY conf/interlink.yaml /etc/interlink/
