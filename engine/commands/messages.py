@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import urllib.error
@@ -16,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.commands.common import add_config_option, load_or_exit
-from engine.commands.control import TIMEOUT_S, call, report
+from engine.commands.control import TIMEOUT_S, call, credentials, report
 from engine.commands.progress import Progress
 from engine.config import EngineConfig
 
@@ -212,17 +211,6 @@ def handle_show(args: argparse.Namespace) -> int:
     return report(*call(load_or_exit(args), "GET", f"messages/{args.id}"))
 
 
-def auth_headers(config: EngineConfig) -> dict[str, str]:
-    """Credentials for a raw API request: $INTERLINK_TOKEN, else the local admin token."""
-    token = os.environ.get("INTERLINK_TOKEN")
-    if not token:
-        try:
-            token = (config.data_dir / "admin.token").read_text().strip()
-        except OSError:
-            token = ""
-    return {"authorization": f"Bearer {token}"} if token else {}
-
-
 def handle_export(args: argparse.Namespace) -> int:
     """Copy the engine's streamed export to stdout, counting messages on a terminal."""
     config = load_or_exit(args)
@@ -233,7 +221,7 @@ def handle_export(args: argparse.Namespace) -> int:
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url = (f"http://{host}:{config.admin.port}/api/v1/messages/export?"
            + urllib.parse.urlencode(query))
-    request = urllib.request.Request(url, headers=auth_headers(config))
+    request = urllib.request.Request(url, headers=credentials(config))
     progress = Progress("exported")
     out = sys.stdout.buffer
     try:

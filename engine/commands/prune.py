@@ -16,7 +16,7 @@ import urllib.request
 from typing import Any
 
 from engine.commands.common import add_config_option, load_or_exit
-from engine.commands.messages import auth_headers
+from engine.commands.control import credentials
 from engine.commands.progress import Progress
 from engine.config import EngineConfig
 from engine.retention.prune import Policy, Tally, audit_detail, prune_step, reclaim_space
@@ -71,7 +71,7 @@ def through_engine(config: EngineConfig, total: int) -> dict[str, Any] | None:
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     request = urllib.request.Request(
         f"http://{host}:{config.admin.port}/api/v1/retention/prune", data=b"",
-        method="POST", headers=auth_headers(config))
+        method="POST", headers=credentials(config))
     progress = Progress("pruned", total)
     last: dict[str, Any] = {}
     try:
