@@ -54,23 +54,32 @@ def call(config: EngineConfig, method: str, path: str, body: Any = None) -> tupl
 def request(config: EngineConfig, method: str, path: str, body: Any = None
             ) -> tuple[int, Any]:
     """One request to `/api/v1/<path>`; raises EngineUnreachable when nothing answers."""
-    host = config.admin.interface
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    scheme = "https" if config.admin.tls is not None else "http"
-    url = f"{scheme}://{host}:{config.admin.port}/api/v1/{path}"
+    url = api_url(config, path)
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"content-type": "application/json",
                                           **credentials(config)})
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S,
-                                    context=_tls_context(config)) as answer:
+        with open_api(req, TIMEOUT_S, config) as answer:
             return answer.status, json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
     except (urllib.error.URLError, ConnectionError) as error:
         raise EngineUnreachable(f"no engine answering at {url}: {error}") from error
+
+
+def api_url(config: EngineConfig, path: str) -> str:
+    """The address of `/api/v1/<path>` on this machine's engine (https when it has TLS)."""
+    host = config.admin.interface
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    scheme = "https" if config.admin.tls is not None else "http"
+    return f"{scheme}://{host}:{config.admin.port}/api/v1/{path}"
+
+
+def open_api(req: urllib.request.Request, timeout: float, config: EngineConfig) -> Any:
+    """Open a request to the engine, trusting its own certificate when it has TLS."""
+    return urllib.request.urlopen(req, timeout=timeout, context=_tls_context(config))
 
 
 def _tls_context(config: EngineConfig) -> Any:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.commands.common import add_config_option, load_or_exit
-from engine.commands.control import TIMEOUT_S, call, credentials, report
+from engine.commands.control import TIMEOUT_S, api_url, call, credentials, open_api, report
 from engine.commands.progress import Progress
 from engine.config import EngineConfig
 
@@ -217,15 +217,12 @@ def handle_export(args: argparse.Namespace) -> int:
     query = dict(search_query(args), format=args.format)
     if args.limit:
         query["limit"] = str(args.limit)
-    host = config.admin.interface
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    url = (f"http://{host}:{config.admin.port}/api/v1/messages/export?"
-           + urllib.parse.urlencode(query))
+    url = api_url(config, "messages/export?" + urllib.parse.urlencode(query))
     request = urllib.request.Request(url, headers=credentials(config))
     progress = Progress("exported")
     out = sys.stdout.buffer
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
+        with open_api(request, TIMEOUT_S, config) as answer:
             while chunk := answer.read1(65536):
                 out.write(chunk)
                 progress.advance(chunk.count(b"\n"))

@@ -16,7 +16,7 @@ import urllib.request
 from typing import Any
 
 from engine.commands.common import add_config_option, load_or_exit
-from engine.commands.control import credentials
+from engine.commands.control import api_url, credentials, open_api
 from engine.commands.progress import Progress
 from engine.config import EngineConfig
 from engine.retention.prune import Policy, Tally, audit_detail, prune_step, reclaim_space
@@ -67,15 +67,12 @@ def print_tally(tally: Tally, verb: str) -> None:
 
 def through_engine(config: EngineConfig, total: int) -> dict[str, Any] | None:
     """Ask the running engine to prune, following its progress; None if none answers."""
-    host = config.admin.interface
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    request = urllib.request.Request(
-        f"http://{host}:{config.admin.port}/api/v1/retention/prune", data=b"",
-        method="POST", headers=credentials(config))
+    request = urllib.request.Request(api_url(config, "retention/prune"), data=b"",
+                                     method="POST", headers=credentials(config))
     progress = Progress("pruned", total)
     last: dict[str, Any] = {}
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
+        with open_api(request, TIMEOUT_S, config) as answer:
             for line in answer:
                 last = json.loads(line)
                 progress.advance(last["messages"] - progress.done)

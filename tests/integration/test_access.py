@@ -223,6 +223,8 @@ def test_admin_port_serves_tls_when_configured(tmp_path: Path) -> None:
     try:
         listing = engine.run_cli("channels", "list", "--json")
         assert listing.returncode == 0, listing.stderr
+        exported = engine.run_cli("messages", "export", "--format", "jsonl")
+        assert (exported.returncode, exported.stdout) == (0, ""), exported.stderr
         context = ssl.create_default_context(cafile=str(ca.certificate))
         conn = http.client.HTTPSConnection("127.0.0.1", engine.admin_port, timeout=30,
                                            context=context)
