@@ -37,10 +37,10 @@ def filled_store(url: str) -> Store:
     return store
 
 
-def verify(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
+def verify(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = engine_env(tmp_path / "data", free_port())
     env["INTERLINK_STORE_URL"] = url
-    return subprocess.run([*INTERLINK, "audit", "verify"], env=env, cwd=REPO,
+    return subprocess.run([*INTERLINK, "audit", "verify", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -109,3 +109,35 @@ def test_tampering_is_caught_and_the_first_bad_event_named(
     assert f"action {action}" in result.stdout
     assert f"{kind}: " in result.stdout and why in result.stdout
     assert f"after {intact} intact events" in result.stdout
+
+
+def test_an_anchor_catches_removing_the_newest_events_and_rewriting(
+        tmp_path: Path, store_url: str) -> None:
+    """The head an intact run prints, given back later, fails once the tail is cut or the
+    whole chain is rewritten — what the chain alone cannot show."""
+    store = filled_store(store_url)
+    store.close()
+    first = verify(tmp_path, store_url)
+    head = first.stdout.split("head: ", 1)[1].split()[0]
+    assert head.startswith("8:")
+    assert verify(tmp_path, store_url, "--anchor", head).returncode == 0
+
+    store = open_store(store_url)
+    with store.engine.begin() as db:  # the newest event changed and resealed
+        row = db.execute(select(audit_events).where(audit_events.c.id == 8)).one()
+        forged = seal(row.prev_hash, canonical_form(row.at, "mallory", row.action,
+                                                    row.message_id, row.channel, row.detail))
+        db.execute(audit_events.update().where(audit_events.c.id == 8)
+                   .values(actor="mallory", hash=forged))
+    store.close()
+    assert verify(tmp_path, store_url).returncode == 0  # the chain alone still looks whole
+    rewritten = verify(tmp_path, store_url, "--anchor", head)
+    assert rewritten.returncode == 1 and "stored with another hash" in rewritten.stdout
+
+    store = open_store(store_url)
+    with store.engine.begin() as db:
+        db.exec_driver_sql("DELETE FROM audit_events WHERE id >= 7")
+    store.close()
+    assert verify(tmp_path, store_url).returncode == 0
+    cut = verify(tmp_path, store_url, "--anchor", head)
+    assert cut.returncode == 1 and "anchor event 8 is gone" in cut.stdout
