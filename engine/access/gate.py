@@ -216,8 +216,9 @@ class AccessGate:
         user_key, peer_key = f"user:{name}", f"peer:{peer_host(request)}"
         wait = self.throttle.retry_after(user_key, peer_key)
         if wait > 0:
-            await self.engine.audit_action(name, "auth.login_failed", peer=peer,
-                                           detail={"reason": "locked out"})
+            if self.throttle.first_refusal(user_key, peer_key):
+                await self.engine.audit_action(name, "auth.login_failed", peer=peer,
+                                               detail={"reason": "locked out"})
             raise LoginRefused(429, "too many failed logins; try again later", wait)
         found = await self.read(directory.password_hash_of, name)
         stored = found[1] if found else dummy_hash(self.password_parameters)

@@ -88,6 +88,7 @@ class _Failures:
     count: int = 0
     locked_until: float = 0.0
     last: float = 0.0
+    reported_until: float = 0.0
 
 
 @dataclass(slots=True)
@@ -124,6 +125,19 @@ class LoginThrottle:
         over = entry.count - (limit or self.limit)
         if over >= 0:
             entry.locked_until = now + min(self.lockout * 2 ** min(over, 32), self.max_lockout)
+
+    def first_refusal(self, *keys: str) -> bool:
+        """True once per lockout: the refusal worth recording; repeats are not.
+
+        A client hammering a locked account would otherwise write an audit row per try.
+        """
+        first = False
+        for key in keys:
+            entry = self._keys.get(key)
+            if entry is not None and entry.locked_until > entry.reported_until:
+                entry.reported_until = entry.locked_until
+                first = True
+        return first
 
     def succeeded(self, key: str) -> None:
         self._keys.pop(key, None)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import treq
+from sqlalchemy import select
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -27,6 +28,7 @@ from engine.api import auth, users
 from engine.api.routing import Role
 from engine.config import EngineConfig
 from engine.service import EngineService
+from engine.store.schema import audit_events
 from engine.store.store import open_store
 from engine.writer import GroupCommitWriter
 
@@ -70,6 +72,20 @@ def test_lockout_doubles_and_expires() -> None:
     assert throttle.retry_after("user:ada") == 25
     throttle.succeeded("user:ada")
     assert throttle.retry_after("user:ada") == 0
+
+
+def test_a_lockout_is_reported_once_however_often_it_is_hit() -> None:
+    """Only the first refusal of each lockout is worth an audit row; a new lockout is new."""
+    clock = Clock()
+    throttle = LoginThrottle(clock, limit=1, lockout=10, max_lockout=25)
+    assert not throttle.first_refusal("user:ada", "peer:x")
+    throttle.failed("user:ada")
+    assert throttle.first_refusal("user:ada", "peer:x")
+    assert not throttle.first_refusal("user:ada", "peer:x")
+    clock.advance(10)
+    throttle.failed("user:ada")
+    assert throttle.first_refusal("user:ada")
+    assert not throttle.first_refusal("user:ada")
 
 
 class GateOverHTTP(TestCase):
@@ -154,9 +170,16 @@ class GateOverHTTP(TestCase):
         self.clock.advance(59)
         code, _, _ = yield self.login()
         self.assertEqual(code, 429)
+        self.assertEqual(self.lockout_rows(), 1, "one audit row per lockout, not per try")
         self.clock.advance(1)
         code, _, _ = yield self.login()
         self.assertEqual(code, 200)
+
+    def lockout_rows(self) -> int:
+        assert self.engine.store is not None
+        with self.engine.store.engine.connect() as conn:
+            return sum('"locked out"' in row.detail for row in conn.execute(
+                select(audit_events).where(audit_events.c.action == "auth.login_failed")))
 
     @defer.inlineCallbacks
     def test_logout_ends_the_session_and_needs_its_csrf_token(self) -> Any:
