@@ -131,7 +131,8 @@ class Router:
     def _settle(self, result: Any, d: defer.Deferred[Any]) -> None:
         self._inflight.discard(d)
         if isinstance(result, Failure):
-            log.failure("routing a batch failed; its messages stay RECEIVED", result)
+            log.error("routing a batch failed ({kind}); its messages stay RECEIVED",
+                      kind=result.type.__name__)
 
     def _process(self, batch: list[tuple[int, str, bytes]]) -> defer.Deferred[None] | None:
         """Prepare a batch, claim its readings if any channel de-duplicates, record it."""

@@ -9,6 +9,7 @@ import treq
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 
@@ -124,9 +125,13 @@ class RouterTests(TestCase):
                          (404, {"error": "message 7 does not exist"}))
         self.assertEqual((yield self.call("GET", "bad", "v")),
                          (400, {"error": "limit must be a number"}))
+        logged: list[str] = []
+        globalLogPublisher.addObserver(observe := lambda e: logged.append(formatEvent(e)))
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         self.assertEqual((yield self.call("GET", "crash", "v")),
                          (500, {"error": "RuntimeError"}))
-        self.flushLoggedErrors(RuntimeError)
+        self.assertIn("admin request /api/v1/crash failed: RuntimeError", logged)
+        self.assertFalse([line for line in logged if "private detail" in line])
 
     @defer.inlineCallbacks
     def test_unknown_paths_are_404_and_wrong_methods_405(self) -> Any:
