@@ -30,4 +30,4 @@ bench: $(BIN)/interlink
 	$(BIN)/python bench/end_to_end.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-fhir var .pytest_cache .ruff_cache
