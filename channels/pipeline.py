@@ -236,7 +236,6 @@ class ChannelPipeline:
         return Output(d.name, Verdict.QUEUED, render(message, d.output), lane)
 
 
-
 def _failed(error: Exception) -> Decision:
     """The ERROR decision for a failing step, an unreadable message or unencodable output."""
     if isinstance(error, StepFailed):

@@ -23,7 +23,6 @@ from channels.catalog import load_catalog
 from channels.ids import ControlIdSource
 from channels.mllp_source import MLLPSource
 from engine.access.gate import AccessGate
-from engine.alerts.devices import DeviceSilenceProvider
 from engine.alerts.monitor import AlertMonitor
 from engine.alerts.receivers import build_receivers, receiver_names
 from engine.audit import AuditEvent
@@ -73,8 +72,6 @@ class EngineService(Service):
         self.access = AccessGate(self)
         self.metrics = EngineMetrics(reactor, open_connections=self._open_connections)
         self.alerts: AlertMonitor | None = None
-        self.device_activity: DeviceSilenceProvider | None = None
-        """Set by device tracking; `device_silence` alert rules read it."""
         self.devices: DeviceData | None = None
 
     def startService(self) -> None:
@@ -156,13 +153,12 @@ class EngineService(Service):
                              self._routed, claim=devices.claim,
                              sighted=devices.tracker.sighted)
         await devices.start()
-        self.device_activity = devices.tracker
         await self.reload()
         self.router.recover(self.store)
         store = self.store
         self.metrics.start(lambda: self._read(queue_stats, store))
         self.alerts = AlertMonitor(cfg.alerts, self.metrics, receivers, clock=self.reactor,
-                                   node=self.node_id, devices=lambda: self.device_activity)
+                                   node=self.node_id, devices=lambda: devices.tracker)
         self.alerts.start()
         if cfg.alerts.rules:
             log.info("alerts: {n} rules to {receivers}", n=len(cfg.alerts.rules),

@@ -1,8 +1,8 @@
 """What alert rules of type `device_silence` read: a device tracker's view of quiet devices.
 
-Device tracking (last reading per device, its expected interval) lives elsewhere; it
-plugs in by implementing `DeviceSilenceProvider` and being set on the engine as
-`device_activity`. Until one is set, `device_silence` rules find nothing.
+Device tracking (last reading per device, its expected interval; `engine/devices/`) lives
+elsewhere; it implements `DeviceSilenceProvider` and the engine hands its tracker to the
+alert monitor. Without one, `device_silence` rules find nothing.
 """
 
 from __future__ import annotations
