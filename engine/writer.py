@@ -9,6 +9,7 @@ that fire on the reactor thread after the transaction that holds their work comm
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -53,7 +55,13 @@ class WriterClosed(Exception):
 
 
 class GroupCommitWriter:
-    """Batches store writes into as few transactions as the store's speed allows."""
+    """Batches store writes into as few transactions as the store's speed allows.
+
+    The writer's thread takes the next batch itself as soon as a commit returns, so
+    consecutive commits never wait for the reactor to come round; the results go back to
+    the reactor thread in commit order. Work queues are shared with the reactor thread
+    under one lock.
+    """
 
     def __init__(
         self,
@@ -71,17 +79,22 @@ class GroupCommitWriter:
                                                     name="store-writer")
         self._own_pool = threadpool is None
         self._on_commit = on_commit
+        self._lock = threading.Lock()
         self._incoming: list[tuple[IncomingMessage, defer.Deferred[StoredMessage]]] = []
         self._changes: deque[tuple[Changes, defer.Deferred[None]]] = deque()
+        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...],
+                                 defer.Deferred[Any]]] = deque()
         self._pending_changes = 0
-        self._busy = False
+        self._running = False
+        """A job on the writer's thread is taking batches (guarded by `_lock`)."""
         self._scheduled = False
+        self._unanswered = 0
+        """Work handed in whose Deferred has not fired yet (reactor thread only)."""
         self._closed = False
         self._idle: list[defer.Deferred[None]] = []
         self.commits = 0
         self.messages_written = 0
         self.transitions_written = 0
-        self.busy_seconds = 0.0
 
     def start(self) -> None:
         """Start the writer's thread."""
@@ -93,7 +106,9 @@ class GroupCommitWriter:
         if self._closed:
             return defer.fail(WriterClosed("the store writer is stopping"))
         d: defer.Deferred[StoredMessage] = defer.Deferred()
-        self._incoming.append((message, d))
+        self._unanswered += 1
+        with self._lock:
+            self._incoming.append((message, d))
         self._kick()
         return d
 
@@ -113,14 +128,21 @@ class GroupCommitWriter:
         """Run `fn(*args)` on the writer's thread, between two commits (e.g. reprocess)."""
         if self._closed:
             return defer.fail(WriterClosed("the store writer is stopping"))
-        return self._run(fn, *args)
+        d: defer.Deferred[T] = defer.Deferred()
+        self._unanswered += 1
+        with self._lock:
+            self._calls.append((fn, args, d))
+        self._kick()
+        return d
 
     def _queue_changes(self, changes: Changes) -> defer.Deferred[None]:
         if self._closed:
             return defer.fail(WriterClosed("the store writer is stopping"))
         d: defer.Deferred[None] = defer.Deferred()
-        self._changes.append((changes, d))
-        self._pending_changes += changes.size
+        self._unanswered += 1
+        with self._lock:
+            self._changes.append((changes, d))
+            self._pending_changes += changes.size
         self._kick()
         return d
 
@@ -134,11 +156,58 @@ class GroupCommitWriter:
         """Work waiting for a transaction (a gauge for back-pressure and metrics)."""
         return len(self._incoming) + self._pending_changes
 
+    # -- the reactor side ----------------------------------------------------------------
+
     def _kick(self) -> None:
-        # callLater(0) lets everything that arrived in this reactor turn join the batch.
-        if not self._busy and not self._scheduled:
-            self._scheduled = True
-            self._reactor.callLater(0, self._flush)
+        # callLater(0) lets everything that arrived in this reactor turn join the first
+        # batch after a quiet spell; a running job picks new work up by itself.
+        if self._scheduled or self._running:
+            return
+        self._scheduled = True
+        self._reactor.callLater(0, self._start_job)
+
+    def _start_job(self) -> None:
+        self._scheduled = False
+        with self._lock:
+            if self._running or not (self._incoming or self._changes or self._calls):
+                return
+            self._running = True
+        self._pool.callInThread(self._work)
+
+    # -- the writer's thread ---------------------------------------------------------------
+
+    def _work(self) -> None:
+        """Commit batch after batch until the queues are empty, then hand back the thread."""
+        call_back = self._reactor.callFromThread
+        while True:
+            with self._lock:
+                incoming = self._incoming[: self._max_batch]
+                del self._incoming[: self._max_batch]
+                changes = self._take_changes()
+                calls = list(self._calls)
+                self._calls.clear()
+                if not (incoming or changes or calls):
+                    self._running = False
+                    return
+            if incoming or changes:
+                merged = Changes()
+                for c, _ in changes:
+                    merged.extend(c)
+                try:
+                    stored = self._store.commit_batch(
+                        [m for m, _ in incoming], merged.transitions, merged.routings,
+                        merged.outcomes)
+                except BaseException:
+                    call_back(self._failed, Failure(), incoming, changes)
+                else:
+                    call_back(self._committed, stored, incoming, changes, merged)
+            for fn, args, d in calls:
+                try:
+                    result = fn(*args)
+                except BaseException:
+                    call_back(self._answer, d, Failure())
+                else:
+                    call_back(self._answer, d, result)
 
     def _take_changes(self) -> list[tuple[Changes, defer.Deferred[None]]]:
         taken, size = [], 0
@@ -150,32 +219,10 @@ class GroupCommitWriter:
         self._pending_changes -= size
         return taken
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        if self._busy or not (self._incoming or self._changes):
-            self._notify_idle()
-            return
-        incoming = self._incoming[: self._max_batch]
-        del self._incoming[: self._max_batch]
-        changes = self._take_changes()
-        merged = Changes()
-        for c, _ in changes:
-            merged.extend(c)
-        self._busy = True
-        d = self._run(self._store.commit_batch, [m for m, _ in incoming],
-                      merged.transitions, merged.routings, merged.outcomes)
-        d.addCallbacks(self._committed, self._failed,
-                       callbackArgs=(incoming, changes, merged),
-                       errbackArgs=(incoming, changes))
-
-    def _run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
-        from twisted.internet.threads import deferToThreadPool
-
-        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+    # -- results, back on the reactor thread ---------------------------------------------------
 
     def _committed(self, stored: list[StoredMessage], incoming: list[Any],
                    changes: list[Any], merged: Changes) -> None:
-        self._busy = False
         self.commits += 1
         self.messages_written += len(incoming)
         self.transitions_written += merged.size
@@ -184,33 +231,34 @@ class GroupCommitWriter:
                 self._on_commit(stored, merged)
             except Exception:  # counting must never keep an ACK from its sender
                 log.failure("commit hook failed")
-        self._continue()
+        self._unanswered -= len(incoming) + len(changes)
         for (_, d), result in zip(incoming, stored, strict=True):
             d.callback(result)
         for _, d in changes:
             d.callback(None)
+        self._notify_idle()
 
     def _failed(self, failure: Failure, incoming: list[Any], changes: list[Any]) -> None:
-        self._busy = False
         # By type only: a driver's error text may quote a row's values (promise 6).
         log.error("store commit failed for {n} messages and {t} change sets: {kind}",
                   n=len(incoming), t=len(changes), kind=failure.type.__name__)
-        self._continue()
+        self._unanswered -= len(incoming) + len(changes)
         for _, d in incoming:
             d.errback(failure)
         for _, d in changes:
             d.errback(failure)
+        self._notify_idle()
 
-    def _continue(self) -> None:
-        # What arrived during the commit that just returned is committed right away,
-        # before the answers of the finished batch are written.
-        if self._incoming or self._changes:
-            self._flush()
+    def _answer(self, d: defer.Deferred[Any], result: Any) -> None:
+        self._unanswered -= 1
+        if isinstance(result, Failure):
+            d.errback(result)
         else:
-            self._notify_idle()
+            d.callback(result)
+        self._notify_idle()
 
     def _notify_idle(self) -> None:
-        if not self._busy and not self._incoming and not self._changes:
+        if self._unanswered == 0 and self._idle:
             waiting, self._idle = self._idle, []
             for d in waiting:
                 d.callback(None)
@@ -219,8 +267,7 @@ class GroupCommitWriter:
         """Fires when everything submitted so far has been committed (or failed)."""
         d: defer.Deferred[None] = defer.Deferred()
         self._idle.append(d)
-        if not self._scheduled:
-            self._notify_idle()
+        self._notify_idle()
         return d
 
     @defer.inlineCallbacks
@@ -231,6 +278,6 @@ class GroupCommitWriter:
         log.info("store writer: {messages} messages and {transitions} transitions in "
                  "{commits} commits", messages=self.messages_written,
                  transitions=self.transitions_written, commits=self.commits)
-        yield self._run(self._store.close)
+        yield deferToThreadPool(self._reactor, self._pool, self._store.close)
         if self._own_pool:
             self._pool.stop()
