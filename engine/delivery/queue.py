@@ -63,10 +63,22 @@ class Lane:
 
     def add(self, row: QueuedDelivery) -> None:
         """Place a row by its message's arrival (message id), never ahead of a send in
-        flight: on a shared store a later message may have been routed first."""
-        keys = [(r.message_id, r.id) for r in self.waiting]
-        at = bisect.bisect(keys, (row.message_id, row.id))
-        self.waiting.insert(max(at, 1) if self.busy else at, row)
+        flight: on a shared store a later message may have been routed first.
+
+        Rows nearly always arrive in order, so the usual case is an append; a backlog of
+        thousands must not cost a pass over the whole lane per row.
+        """
+        waiting = self.waiting
+        key = (row.message_id, row.id)
+        if not waiting or _arrival(waiting[-1]) <= key:
+            waiting.append(row)
+            return
+        at = bisect.bisect(waiting, key, key=_arrival)
+        waiting.insert(max(at, 1) if self.busy else at, row)
+
+
+def _arrival(row: QueuedDelivery) -> tuple[int, int]:
+    return (row.message_id, row.id)
 
 
 class DestinationQueue:
