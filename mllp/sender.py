@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from mllp.codec import DEFAULT_MAX_FRAME_BYTES, Decoder, Frame, FrameTooLarge, encode
 from mllp.endpoints import ClientTLSSettings, client_endpoint
+from mllp.send_now import write_now
 
 log = Logger()
 
@@ -151,7 +152,7 @@ class _Link(Protocol):
         getattr(self, action)(value)
 
     def _write(self, payload: bytes) -> None:
-        self.transport.write(encode(payload))
+        write_now(self.transport, encode(payload))
         self._timer = self._sender.clock.callLater(
             self._sender.ack_timeout, self._handle, _Event.TIMEOUT, None
         )

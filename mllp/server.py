@@ -29,6 +29,7 @@ from mllp.codec import (
     JunkDiscarded,
     encode,
 )
+from mllp.send_now import write_now
 
 log = Logger()
 
@@ -162,6 +163,11 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
         log.debug("MLLP connection from {peer} closed", peer=self.peer)
 
     def timeoutConnection(self) -> None:
+        if self._queue and not self._closing:
+            # Waiting for the engine's answers is not idle time: look again later. (Cheaper
+            # than cancelling and re-creating the timer around every frame.)
+            self.setTimeout(self.factory.idle_timeout)
+            return
         log.info(
             "Closing idle MLLP connection from {peer} ({size} bytes of unfinished frame)",
             peer=self.peer,
@@ -212,7 +218,7 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
             self._enqueue(slot)
             self._completed(result, slot)
         elif result is not None:
-            self.transport.write(encode(result))
+            write_now(self.transport, encode(result))
 
     def _refuse(self, event: FrameTooLarge) -> None:
         reason = f"frame larger than {event.limit} bytes"
@@ -252,8 +258,6 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
             )
 
     def _enqueue(self, slot: _Slot) -> None:
-        if not self._queue:
-            self.setTimeout(None)
         self._queue.append(slot)
         if len(self._queue) >= MAX_PENDING and not self._paused and not self._closing:
             self._paused = True
@@ -284,7 +288,7 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
         while queue and queue[0].done:
             slot = queue.popleft()
             if slot.response is not None:
-                self.transport.write(encode(slot.response))
+                write_now(self.transport, encode(slot.response))
             if slot.close_after:
                 queue.clear()
                 self._close()
@@ -292,7 +296,7 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
         if self._closing:
             return
         if not queue:
-            self.setTimeout(self.factory.idle_timeout)
+            self.resetTimeout()  # idle time counts from the last answer as well
         if self._paused and len(queue) <= MAX_PENDING // 2:
             self._paused = False
             self.transport.resumeProducing()
