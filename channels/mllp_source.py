@@ -36,7 +36,7 @@ DELIVERY_UNCONFIRMED = object()
 """What `commit` fires with when the channel answers after delivery and delivery failed."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Received:
     """What the source hands to the store for one message (ids and facts, plus raw)."""
 
@@ -77,9 +77,16 @@ class MLLPSource:
         self._control_ids = control_ids
         self._sender = sender
         self._on_answer = on_answer
+        self._second = -1
+        self._second_at = datetime.fromtimestamp(0, UTC)
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock.seconds(), UTC)
+        """The ACK's MSH-7 time, to the second (one datetime per second, not per message)."""
+        second = int(self._clock.seconds())
+        if second != self._second:
+            self._second = second
+            self._second_at = datetime.fromtimestamp(second, UTC)
+        return self._second_at
 
     # -- the listener's FrameHandler interface -------------------------------------------
 

@@ -55,8 +55,22 @@ def ack_code(header: Header, outcome: AckOutcome) -> str:
 
 
 def format_timestamp(now: datetime) -> str:
-    """HL7 DTM to the second, with the UTC offset when ``now`` carries one."""
-    return now.strftime("%Y%m%d%H%M%S%z")
+    """HL7 DTM to the second, with the UTC offset when ``now`` carries one.
+
+    Remembered for the last few values: every ACK written within the same second carries
+    the same text, and `strftime` is a noticeable share of answering a message. The key
+    holds the time zone too, since equal instants in two zones compare equal.
+    """
+    key = (now, now.tzinfo)
+    text = _stamps.get(key)
+    if text is None:
+        if len(_stamps) >= 16:
+            _stamps.clear()
+        text = _stamps[key] = now.strftime("%Y%m%d%H%M%S%z")
+    return text
+
+
+_stamps: dict[tuple[datetime, object], str] = {}
 
 
 def _fields(name: str, values: list[str]) -> list[str]:
