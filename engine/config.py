@@ -60,6 +60,9 @@ class EngineConfig(Strict):
     access: AccessConfig = AccessConfig()
     alerts: AlertsConfig = AlertsConfig()
     retention: RetentionConfig = RetentionConfig()
+    pipeline_workers: int = Field(
+        1, ge=0, le=32, description="Processes that filter and transform messages beside the "
+        "reactor (0: in the engine process itself).")
     sender_application: str = "INTERLINK"
     sender_facility: str = ""
     log_format: str = Field("text", pattern="^(text|json)$")
@@ -78,6 +81,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "INTERLINK_STORE_URL": ("store", "url"),
     "INTERLINK_CHANNELS_DIR": ("channels_dir",),
     "INTERLINK_NODE_ID": ("node_id",),
+    "INTERLINK_PIPELINE_WORKERS": ("pipeline_workers",),
 }
 
 

@@ -7,9 +7,12 @@ FILTERED with its reason, or ERROR with the failing step's traceback on the reco
 "channel has no destinations", visible and countable. Messages a crash left RECEIVED are
 routed again by `recover` at start.
 
-Channels that de-duplicate readings (`pcd.deduplicate`) first claim their readings' keys
-in the store (`claim`), then finish the pipeline knowing which were received before.
-Batches are recorded in the order they were routed even while a claim is under way.
+With pipeline workers (`engine.workers`), a batch's messages are decided in the worker
+processes and only recorded here; when no worker can answer, they are decided here.
+Channels that de-duplicate readings (`pcd.deduplicate`) are always decided here: they first
+claim their readings' keys in the store (`claim`), then finish the pipeline knowing which
+were received before. Batches are recorded in the order they were routed even while a
+claim or a worker's answer is under way.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from channels.pipeline import NO_DESTINATIONS, ChannelPipeline, Decision, Prepar
 from engine.store.deliveries import NewDelivery, Routing
 from engine.store.status import ContentKind, Status
 from engine.store.store import Store
+from engine.workers.pool import PipelineWorkers, WorkersUnavailable
 
 log = Logger()
 
@@ -36,6 +40,7 @@ Claims = list[tuple[int, list[str], float]]
 Claim = Callable[[Claims], "defer.Deferred[dict[int, dict[str, int]]]"]
 """Fires with, per message id, the keys an earlier message carried first (and its id)."""
 Sighted = Callable[[str, Sequence[Sighting]], None]
+Workers = PipelineWorkers
 _Item = tuple[int, str, "ChannelPipeline | None", "Prepared | None"]
 CLAIM_FAILED = "readings could not be matched against earlier ones (store unavailable)"
 _STATUS = {Verdict.QUEUED: Status.QUEUED, Verdict.FILTERED: Status.FILTERED,
@@ -61,6 +66,7 @@ class Router:
         routed: Routed | None = None,
         claim: Claim | None = None,
         sighted: Sighted | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self._record = route
         self._clock = clock
@@ -68,6 +74,7 @@ class Router:
         self._routed = routed
         self._claim = claim
         self._sighted = sighted
+        self._workers = workers
         self._order = defer.DeferredLock()
         self._pending: list[tuple[int, str, bytes]] = []
         self._scheduled = False
@@ -105,6 +112,18 @@ class Router:
             decision = pipeline.finish(prepared, seen)
         except Exception as error:  # a defect must not leave a batch stuck in RECEIVED
             decision = self._defect(message_id, channel, error)
+        return self._conclude(message_id, channel, decision)
+
+    def _routing(self, item: _Item, seen: dict[str, int] | None,
+                 decided: dict[int, Decision]) -> Routing:
+        """The record for one item: from a worker's decision, or decided here now."""
+        decision = decided.get(item[0])
+        if decision is not None:
+            return self._conclude(item[0], item[1], decision)
+        return self._finish(item, seen)
+
+    def _conclude(self, message_id: int, channel: str, decision: Decision) -> Routing:
+        """Log what went wrong, note the devices heard from, and make the store's record."""
         if decision.verdict is Verdict.ERROR:
             log.warn("message {id} of channel {channel} not routed: {reason}",
                      id=message_id, channel=channel, reason=decision.reason)
@@ -113,8 +132,8 @@ class Router:
         return routing_for(message_id, channel, decision)
 
     @staticmethod
-    def _defect(message_id: int, channel: str, error: Exception) -> Decision:
-        kind = type(error).__name__
+    def _defect(message_id: int, channel: str, error: Exception | str) -> Decision:
+        kind = error if isinstance(error, str) else type(error).__name__
         log.error("message {id} of channel {channel}: pipeline failed: {kind}",
                   id=message_id, channel=channel, kind=kind)
         return Decision(Verdict.ERROR, f"pipeline failed: {kind}", f"pipeline failed: {kind}")
@@ -135,10 +154,48 @@ class Router:
                       kind=result.type.__name__)
 
     def _process(self, batch: list[tuple[int, str, bytes]]) -> defer.Deferred[None] | None:
-        """Prepare a batch, claim its readings if any channel de-duplicates, record it."""
+        """Decide a batch (in the workers where they can), then record it in order."""
+        if self._workers is not None:
+            remote = [m for m in batch if self._for_workers(m[1])]
+            if remote:
+                d = self._workers.decide(remote)
+                return d.addCallbacks(self._decided, self._undecided,
+                                      callbackArgs=(batch, remote), errbackArgs=(batch,))
+        return self._process_here(batch, {})
+
+    def _for_workers(self, channel: str) -> bool:
+        """Channels that de-duplicate readings claim them in the store between reading and
+        deciding, which only this process can do; the others can be decided elsewhere."""
+        pipeline = self._pipelines(channel)
+        return pipeline is not None and not pipeline.dedupe_window_seconds
+
+    def _decided(self, answers: list[Any], batch: list[tuple[int, str, bytes]],
+                 remote: list[tuple[int, str, bytes]]) -> defer.Deferred[None] | None:
+        decided: dict[int, Decision] = {}
+        for (mid, channel, _), answer in zip(remote, answers, strict=True):
+            if isinstance(answer, Decision):
+                decided[mid] = answer
+            elif answer is not None:  # the worker's pipeline raised: a defect, by type
+                decided[mid] = self._defect(mid, channel, getattr(answer, "kind", "Exception"))
+        return self._process_here(batch, decided)
+
+    def _undecided(self, failure: Failure, batch: list[tuple[int, str, bytes]]
+                   ) -> defer.Deferred[None] | None:
+        if not failure.check(WorkersUnavailable):
+            log.error("pipeline workers failed a batch ({kind}); deciding it here",
+                      kind=failure.type.__name__)
+        return self._process_here(batch, {})
+
+    def _process_here(self, batch: list[tuple[int, str, bytes]],
+                      decided: dict[int, Decision]) -> defer.Deferred[None] | None:
+        """Prepare what is not decided yet, claim readings where a channel de-duplicates,
+        and record the batch."""
         items: list[_Item] = []
         claims: Claims = []
         for mid, channel, raw in batch:
+            if mid in decided:
+                items.append((mid, channel, None, None))
+                continue
             pipeline = self._pipelines(channel)
             prepared = self._prepare(mid, channel, pipeline, raw) if pipeline else None
             items.append((mid, channel, pipeline, prepared))
@@ -147,11 +204,11 @@ class Router:
                 if window:
                     claims.append((mid, [o.key for o in prepared.observations], window))
         if not claims or self._claim is None:
-            self._record_batch(batch, [self._finish(item, None) for item in items])
+            self._record_batch(batch, [self._routing(item, None, decided) for item in items])
             return None
 
         def claimed(seen: dict[int, dict[str, int]]) -> None:
-            self._record_batch(batch, [self._finish(item, seen.get(item[0]))
+            self._record_batch(batch, [self._routing(item, seen.get(item[0]), decided)
                                        for item in items])
 
         def unclaimed(failure: Any) -> None:
@@ -160,7 +217,7 @@ class Router:
             failed = {mid for mid, _, _ in claims}
             self._record_batch(batch, [
                 Routing(i[0], i[1], Status.ERROR, CLAIM_FAILED, CLAIM_FAILED)
-                if i[0] in failed else self._finish(i, None) for i in items])
+                if i[0] in failed else self._routing(i, None, decided) for i in items])
 
         return self._claim(claims).addCallbacks(claimed, unclaimed)
 

@@ -40,6 +40,7 @@ from engine.store.status import ContentKind, Status
 from engine.store.store import Store, now_us, open_store
 from engine.threads import DaemonThreadPool
 from engine.watch import DeliveryWatch
+from engine.workers.pool import PipelineWorkers
 from engine.writer import GroupCommitWriter
 
 log = Logger()
@@ -59,6 +60,7 @@ class EngineService(Service):
         self.node_id = config.node_id or default_node_id()
         self.store: Store | None = None
         self.writer: GroupCommitWriter | None = None
+        self.workers: PipelineWorkers | None = None
         self.router: Router | None = None
         self.deployment: Deployment | None = None
         self.watch = DeliveryWatch(reactor)
@@ -149,9 +151,13 @@ class EngineService(Service):
             monitor_for=self.metrics.destination)
         devices = self.devices = DeviceData(self.reactor, self.store, self.writer.call,
                                             self._read, self._device_settings)
+        if cfg.pipeline_workers:
+            self.workers = PipelineWorkers(self.reactor, cfg.pipeline_workers, lambda: {
+                name: d.config for name, d in deployment.channels.items()})
+            self.workers.start()
         self.router = Router(self.writer.route, self.reactor, deployment.pipeline,
                              self._routed, claim=devices.claim,
-                             sighted=devices.tracker.sighted)
+                             sighted=devices.tracker.sighted, workers=self.workers)
         await devices.start()
         await self.reload()
         self.router.recover(self.store)
@@ -270,6 +276,8 @@ class EngineService(Service):
             await self.writer.drain()
         if self.router is not None:
             await self.router.drain()
+        if self.workers is not None:
+            await self.workers.stop()
         if self.devices is not None:
             await self.devices.stop()
         if self.deployment is not None:

@@ -1,0 +1,1 @@
+"""Pipeline workers: child processes that run channel pipelines beside the reactor."""

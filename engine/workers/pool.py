@@ -1,0 +1,180 @@
+"""The engine's side of its pipeline workers: child processes started and kept by Twisted.
+
+Filtering and transforming a message is the largest piece of work the engine does per
+message, and on the reactor thread it would hold up every ACK and every delivery behind
+it. Workers run the same compiled channels in their own processes (their own interpreter
+lock, another core), so the reactor only hands over raw messages and records decisions.
+
+A worker is told the deployed channels before the first batch it decides after any
+change (a redeploy makes new config objects, so a change is seen by identity). Batches are
+split over the workers and answered in order. When no worker can answer (still starting,
+crashed, stopping), `decide` fails with `WorkersUnavailable` and the router decides in
+the engine process instead, so routing never waits on a worker's restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from twisted.internet import defer, error, protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from engine.workers.framing import FrameReader, encode
+
+log = Logger()
+
+Item = tuple[int, str, bytes]
+"""(message id, channel, raw message) to decide."""
+Configs = Callable[[], Mapping[str, Any]]
+"""The deployed channels' configurations by name, as the engine has them now."""
+
+RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits before starting a worker again after it ended by itself, growing per failure."""
+STOP_GRACE_SECONDS = 5.0
+
+
+class WorkersUnavailable(Exception):
+    """No worker can decide this batch now; the caller decides it itself."""
+
+
+class _Child(protocol.ProcessProtocol):
+    """One worker process: requests out on stdin, answers in from stdout, in order."""
+
+    def __init__(self, pool: PipelineWorkers) -> None:
+        self._pool = pool
+        self._reader = FrameReader()
+        self._waiting: deque[defer.Deferred[list[Any]]] = deque()
+        self.configured: tuple[tuple[str, int], ...] | None = None
+        self.running = False
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.send(("paths", list(sys.path)))
+
+    def send(self, request: tuple[Any, ...]) -> None:
+        self.transport.write(encode(request))
+
+    def decide(self, items: Sequence[Item]) -> defer.Deferred[list[Any]]:
+        d: defer.Deferred[list[Any]] = defer.Deferred()
+        self._waiting.append(d)
+        self.send(("decide", list(items)))
+        return d
+
+    def outReceived(self, data: bytes) -> None:
+        try:
+            answers = self._reader.feed(data)
+        except Exception:  # a broken stream: end the child, its batches go back
+            log.error("pipeline worker sent something unreadable; restarting it")
+            self.transport.signalProcess("KILL")
+            return
+        for answer in answers:
+            if answer[0] == "ready":
+                self.running = True
+                self._pool._ready(self)
+            elif answer[0] == "decided" and self._waiting:
+                self._waiting.popleft().callback(answer[1])
+
+    def processEnded(self, reason: Failure) -> None:
+        self.running = False
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(WorkersUnavailable("pipeline worker ended"))
+        self.ended.callback(None)
+        self._pool._ended(self, reason)
+
+
+class PipelineWorkers:
+    """`count` worker processes deciding batches for the router; see the module docstring."""
+
+    def __init__(self, reactor: Any, count: int, configs: Configs, *,
+                 executable: str = sys.executable,
+                 restart_seconds: Sequence[float] = RESTART_SECONDS) -> None:
+        self._reactor = reactor
+        self._restart_seconds = tuple(restart_seconds)
+        self._count = count
+        self._configs = configs
+        self._executable = executable
+        self._children: list[_Child] = []
+        self._failures = 0
+        self._stopping = False
+
+    @property
+    def ready(self) -> int:
+        """Workers that said they are ready and still run."""
+        return sum(1 for child in self._children if child.running)
+
+    def start(self) -> None:
+        """Start the worker processes (they are ready a moment later)."""
+        for _ in range(self._count):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        if self._stopping:
+            return
+        child = _Child(self)
+        self._children.append(child)
+        self._reactor.spawnProcess(
+            child, self._executable, [self._executable, "-m", "engine.workers.child"],
+            env=dict(os.environ), path=os.getcwd(), childFDs={0: "w", 1: "r", 2: 2})
+
+    def _ended(self, child: _Child, reason: Failure) -> None:
+        if child in self._children:
+            self._children.remove(child)
+        if self._stopping:
+            return
+        delay = self._restart_seconds[min(self._failures, len(self._restart_seconds) - 1)]
+        self._failures += 1
+        code = reason.value.exitCode if isinstance(reason.value, error.ProcessTerminated) \
+            else 0
+        log.warn("pipeline worker ended (exit {code}); starting another in {delay:g} s",
+                 code=code, delay=delay)
+        self._reactor.callLater(delay, self._spawn)
+
+    def decide(self, items: Sequence[Item]) -> defer.Deferred[list[Any]]:
+        """Decisions for `items`, in order; fails with WorkersUnavailable when none runs."""
+        children = [child for child in self._children if child.running]
+        if not children or self._stopping:
+            return defer.fail(WorkersUnavailable("no pipeline worker running"))
+        self._configure(children)
+        share = -(-len(items) // len(children))
+        parts = [children[k].decide(items[k * share:(k + 1) * share])
+                 for k in range(len(children)) if items[k * share:(k + 1) * share]]
+        d = defer.gatherResults(parts, consumeErrors=True)
+        d.addCallback(lambda answers: [a for answer in answers for a in answer])
+        d.addErrback(lambda f: f.value.subFailure
+                     if isinstance(f.value, defer.FirstError) else f)
+        return d
+
+    def _ready(self, child: _Child) -> None:
+        self._failures = 0
+        log.info("pipeline worker {pid} ready", pid=child.transport.pid)
+
+    def _configure(self, children: list[_Child]) -> None:
+        configs = dict(self._configs())
+        signature = tuple(sorted((name, id(config)) for name, config in configs.items()))
+        for child in children:
+            if child.configured != signature:
+                child.send(("configure", configs))
+                child.configured = signature
+
+    def stop(self) -> defer.Deferred[None]:
+        """End the workers: close their input, and kill those still there after a grace."""
+        self._stopping = True
+        ending = []
+        for child in list(self._children):
+            child.transport.closeStdin()
+            timer = self._reactor.callLater(STOP_GRACE_SECONDS, _kill, child)
+            child.ended.addBoth(lambda _, t=timer: t.cancel() if t.active() else None)
+            ending.append(child.ended)
+        return defer.DeferredList(ending).addCallback(lambda _: None)
+
+
+def _kill(child: _Child) -> None:
+    with contextlib.suppress(error.ProcessExitedAlready):
+        child.transport.signalProcess("KILL")

@@ -1,0 +1,232 @@
+"""Pipeline workers: the frames, the child's answers, real child processes, the router's use."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from channels.catalog import load_channel
+from channels.pipeline import Decision, Verdict
+from engine.router import Router
+from engine.store.status import Status
+from engine.workers.child import Defect, Worker
+from engine.workers.framing import FrameReader, encode
+from engine.workers.pool import PipelineWorkers, WorkersUnavailable
+from tests.support import REPO
+
+CHANNEL = REPO / "conf" / "channels" / "inbound.yaml"
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+def corpus_messages(limit: int = 12) -> list[bytes]:
+    files = sorted(CORPUS.glob("pcd01-*/*.hl7"))[:limit]
+    assert files, "the shared corpus is missing"
+    return [f.read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r") for f in files]
+
+
+def inbound_config() -> Any:
+    loaded, _ = load_channel(CHANNEL)
+    return loaded.config, loaded.pipeline
+
+
+# -- frames --------------------------------------------------------------------------------
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=5), st.data())
+def test_frames_come_out_whole_however_the_bytes_are_split(payloads: list[bytes],
+                                                           data: Any) -> None:
+    stream = b"".join(encode(("decided", p)) for p in payloads)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    reader, got = FrameReader(), []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        got.extend(reader.feed(stream[start:end]))
+    assert got == [("decided", p) for p in payloads]
+    assert reader.pending == 0
+
+
+# -- the child's side, in this process -------------------------------------------------------
+
+
+def test_a_worker_decides_exactly_as_the_engine_would() -> None:
+    config, pipeline = inbound_config()
+    worker = Worker()
+    assert worker.handle(("configure", {config.name: config})) is None
+    messages = corpus_messages()
+    kind, answers = worker.handle(("decide", [(i, config.name, raw)
+                                              for i, raw in enumerate(messages)]))
+    assert kind == "decided"
+    assert answers == [pipeline.run(raw) for raw in messages]
+    assert any(a.verdict is Verdict.QUEUED for a in answers)
+
+
+def test_unknown_channels_and_defects_are_answered_not_raised() -> None:
+    class Broken:
+        def run(self, raw: bytes) -> Decision:
+            raise RuntimeError("a defect in a step")
+
+    worker = Worker()
+    worker._pipelines = {"broken": Broken()}
+    _, answers = worker.handle(("decide", [(1, "broken", b"MSH|x"), (2, "gone", b"MSH|y")]))
+    assert answers == [Defect("RuntimeError"), None]
+
+
+# -- real child processes --------------------------------------------------------------------
+
+
+class PipelineWorkersTests(unittest.TestCase):
+    """Worker processes started by the reactor, as the engine starts them."""
+
+    def setUp(self) -> None:
+        self.config, self.pipeline = inbound_config()
+        self.configs = {self.config.name: self.config}
+        self.workers = PipelineWorkers(reactor, 2, lambda: self.configs,
+                                       restart_seconds=(0.1,))
+        self.workers.start()
+        self.addCleanup(self.workers.stop)
+
+    @defer.inlineCallbacks
+    def wait_ready(self, count: int) -> Any:
+        for _ in range(600):
+            if self.workers.ready >= count:
+                return
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"{count} workers not ready ({self.workers.ready})")
+
+    @defer.inlineCallbacks
+    def test_batches_are_decided_in_order_across_workers(self) -> Any:
+        yield self.wait_ready(2)
+        messages = corpus_messages() * 3
+        answers = yield self.workers.decide([(i, self.config.name, raw)
+                                             for i, raw in enumerate(messages)])
+        self.assertEqual(answers, [self.pipeline.run(raw) for raw in messages])
+
+    @defer.inlineCallbacks
+    def test_a_worker_that_dies_is_replaced(self) -> Any:
+        """Its batch fails with WorkersUnavailable (the router decides it itself)."""
+        yield self.wait_ready(2)
+        for child in self.workers._children:
+            os.kill(child.transport.pid, signal.SIGKILL)
+        messages = corpus_messages(2)
+        failed = self.workers.decide([(1, self.config.name, messages[0])])
+        yield self.assertFailure(failed, WorkersUnavailable)
+        yield self.wait_ready(2)
+        answers = yield self.workers.decide([(1, self.config.name, messages[1])])
+        self.assertEqual(answers, [self.pipeline.run(messages[1])])
+
+    @defer.inlineCallbacks
+    def test_a_redeployed_channel_reaches_the_workers(self) -> Any:
+        yield self.wait_ready(2)
+        raw = corpus_messages(1)[0]
+        self.configs = {}
+        answers = yield self.workers.decide([(1, self.config.name, raw)])
+        self.assertEqual(answers, [None])
+        self.configs = {self.config.name: self.config.model_copy()}
+        answers = yield self.workers.decide([(1, self.config.name, raw)])
+        self.assertEqual(answers, [self.pipeline.run(raw)])
+
+    @defer.inlineCallbacks
+    def test_stopping_ends_the_processes(self) -> Any:
+        yield self.wait_ready(2)
+        pids = [child.transport.pid for child in self.workers._children]
+        yield self.workers.stop()
+        for pid in pids:
+            self.assertFalse(_alive(pid))
+        yield self.assertFailure(self.workers.decide([(1, "x", b"")]), WorkersUnavailable)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# -- the router with workers ---------------------------------------------------------------------
+
+
+class FakeWorkers:
+    """Answers with given decisions, or is unavailable; remembers what it was asked."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.asked: list[list[tuple[int, str, bytes]]] = []
+
+    def decide(self, items: list[tuple[int, str, bytes]]) -> defer.Deferred[list[Any]]:
+        self.asked.append(list(items))
+        if isinstance(self.answer, Exception):
+            return defer.fail(self.answer)
+        return defer.succeed([self.answer(item) for item in items])
+
+
+class NeverHere:
+    """A pipeline that must not be run in the engine process."""
+
+    dedupe_window_seconds = None
+
+    def prepare(self, raw: bytes) -> Any:
+        raise AssertionError("decided in the engine process")
+
+
+def route_all(router: Router, clock: task.Clock, items: list[tuple[int, str, bytes]]) -> None:
+    for item in items:
+        router.route(*item)
+    clock.advance(0)
+
+
+def test_the_router_records_what_the_workers_decided() -> None:
+    recorded: list[Any] = []
+    clock = task.Clock()
+    decision = Decision(Verdict.FILTERED, "filtered by the channel")
+    workers = FakeWorkers(lambda item: decision)
+    router = Router(lambda r: recorded.extend(r) or defer.succeed(None), clock,
+                    lambda channel: NeverHere(), workers=workers)  # type: ignore[arg-type]
+    route_all(router, clock, [(1, "inbound", b"a"), (2, "inbound", b"b")])
+    assert [(r.message_id, r.status, r.reason) for r in recorded] == [
+        (1, Status.FILTERED, "filtered by the channel"),
+        (2, Status.FILTERED, "filtered by the channel")]
+    assert workers.asked == [[(1, "inbound", b"a"), (2, "inbound", b"b")]]
+
+
+def test_without_workers_the_router_decides_itself() -> None:
+    recorded: list[Any] = []
+    clock = task.Clock()
+    config, pipeline = inbound_config()
+    raw = corpus_messages(1)[0]
+    workers = FakeWorkers(WorkersUnavailable("none running"))
+    router = Router(lambda r: recorded.extend(r) or defer.succeed(None), clock,
+                    lambda channel: pipeline, workers=workers)  # type: ignore[arg-type]
+    route_all(router, clock, [(7, config.name, raw)])
+    expected = pipeline.run(raw)
+    assert [(r.message_id, r.status.value) for r in recorded] == [(7, expected.verdict.value)]
+    assert len(workers.asked) == 1
+
+
+def test_a_defect_in_a_worker_is_an_error_on_the_message() -> None:
+    recorded: list[Any] = []
+    clock = task.Clock()
+    router = Router(lambda r: recorded.extend(r) or defer.succeed(None), clock,
+                    lambda channel: NeverHere(),  # type: ignore[arg-type]
+                    workers=FakeWorkers(lambda item: Defect("KeyError")))  # type: ignore[arg-type]
+    route_all(router, clock, [(3, "inbound", b"x")])
+    assert [(r.status, r.error) for r in recorded] == [(Status.ERROR, "pipeline failed: KeyError")]
+
+
+def test_channels_that_deduplicate_are_never_sent_to_workers() -> None:
+    class Deduplicating(NeverHere):
+        dedupe_window_seconds = 60.0
+
+    clock = task.Clock()
+    workers = FakeWorkers(lambda item: None)
+    router = Router(lambda r: defer.succeed(None), clock,
+                    lambda channel: Deduplicating() if channel == "pcd" else None,
+                    workers=workers)  # type: ignore[arg-type]
+    route_all(router, clock, [(1, "pcd", b"x")])
+    assert workers.asked == []
