@@ -2,7 +2,7 @@
 
 Message structures, message types (table 0076) and trigger events (table 0003) come from
 hl7apy's definitions of the nearest version it ships, computed once per key and cached,
-so a steady stream costs a dict lookup plus one ``bytes.find`` per required segment.
+so a steady stream costs one cache lookup plus one ``bytes.find`` per required segment.
 Only top-level required segments (and those of required groups) are checked; segment
 order, optional groups, choices and Z-segments are left alone, as real senders need.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from profiles.hl7.ack import AckOutcome, ErrorDetail
 from profiles.hl7.delimiters import version_tuple
@@ -102,16 +102,14 @@ def required_segments(version: tuple[int, ...], candidates: tuple[str, ...]) -> 
     return ()
 
 
-def _candidates(header: Header) -> tuple[str, ...]:
-    structure = header.message_structure
-    event = f"{header.message_type}^{header.trigger_event}"
+def _candidates(structure: str, message_type: str, trigger: str) -> tuple[str, ...]:
     found = [
         structure,
         STRUCTURE_ALIASES.get(structure, ""),
-        f"{header.message_type}_{header.trigger_event}" if header.trigger_event else "",
-        EVENT_STRUCTURES.get(event, ""),
+        f"{message_type}_{trigger}" if trigger else "",
+        EVENT_STRUCTURES.get(f"{message_type}^{trigger}", ""),
     ]
-    if header.message_type == "ACK":
+    if message_type == "ACK":
         found.append("ACK")
     return tuple(c for c in found if c)
 
@@ -160,8 +158,46 @@ def _header_errors(
     return tuple(errors), version
 
 
-def _has_segment(raw: bytes, name: bytes) -> bool:
-    return raw.find(b"\r" + name) >= 0 or raw.find(b"\n" + name) >= 0
+class _Rules(NamedTuple):
+    """What one kind of header owes before an AA, ready to test against a message's bytes."""
+
+    errors: tuple[ErrorDetail, ...]
+    """MSH-level findings, the same for every message with this header."""
+    segments: tuple[tuple[bytes, bytes, ErrorDetail], ...]
+    """Per required segment: its name after a CR, after an LF, and the finding if absent."""
+
+
+@lru_cache(maxsize=1024)
+def _rules(
+    version_text: str,
+    message_type: str,
+    trigger: str,
+    has_control_id: bool,
+    processing_id: str,
+    structure: str,
+    field: str,
+) -> _Rules:
+    """The checks for one kind of header, derived once: a sender repeats its MSH for years."""
+    errors, version = _header_errors(
+        version_text, message_type, trigger, has_control_id, processing_id
+    )
+    if any(e.code in (200, 201) or (e.code == 101 and e.field == 9) for e in errors):
+        return _Rules(errors, ())
+    if message_type.startswith("Z"):
+        return _Rules(errors, ())
+    separator = field.encode("iso8859-1")
+    candidates = _candidates(structure, message_type, trigger)
+    segments = tuple(
+        (
+            b"\r" + name.encode("ascii") + separator,
+            b"\n" + name.encode("ascii") + separator,
+            ErrorDetail(
+                100, "E", segment=name, sequence=1, text=f"required segment {name} is missing"
+            ),
+        )
+        for name in required_segments(version, candidates)
+    )
+    return _Rules(errors, segments)
 
 
 def check_acceptance(header: Header, raw: bytes) -> list[ErrorDetail]:
@@ -170,26 +206,19 @@ def check_acceptance(header: Header, raw: bytes) -> list[ErrorDetail]:
     Findings have severity E; 200/201/203 are the ones an engine answers with a reject.
     Diagnostics name fields and segments, never message content.
     """
-    errors, version = _header_errors(
+    rules = _rules(
         header.version,
         header.message_type,
         header.trigger_event,
         bool(header.control_id),
         header.processing_id,
+        header.message_structure,
+        header.delimiters.field,
     )
-    found = list(errors)
-    if any(e.code in (200, 201) or (e.code == 101 and e.field == 9) for e in errors):
-        return found
-    if header.message_type.startswith("Z"):
-        return found
-    field = header.delimiters.field.encode("iso8859-1")
-    for name in required_segments(version, _candidates(header)):
-        if not _has_segment(raw, name.encode("ascii") + field):
-            found.append(
-                ErrorDetail(
-                    100, "E", segment=name, sequence=1, text=f"required segment {name} is missing"
-                )
-            )
+    found = list(rules.errors)
+    for after_cr, after_lf, missing in rules.segments:
+        if raw.find(after_cr) < 0 and raw.find(after_lf) < 0:
+            found.append(missing)
     return found
 
 
