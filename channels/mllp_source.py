@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from profiles.hl7.acceptance import check_acceptance, suggested_outcome
 from profiles.hl7.ack import (
@@ -93,12 +94,12 @@ class MLLPSource:
     def frame_received(self, payload: bytes, peer: str) -> defer.Deferred[bytes | None]:
         """Store one frame (one message or a batch) and answer it after the commit."""
         received_at = self._clock.seconds()
-        if is_batch(payload):
-            d = self._receive_batch(payload, peer, received_at)
-        else:
-            d = self._receive_one(payload, peer, received_at)
-        if self._on_answer is not None:
-            d.addBoth(self._answered, received_at)
+        timed_from = received_at if self._on_answer is not None else None
+        if not is_batch(payload):
+            return self._receive_one(payload, peer, received_at, timed_from)
+        d = self._receive_batch(payload, peer, received_at)
+        if timed_from is not None:
+            d.addBoth(self._answered, timed_from)
         return d
 
     def _answered(self, answer: Any, received_at: float) -> Any:
@@ -120,52 +121,67 @@ class MLLPSource:
 
     # -- one message ---------------------------------------------------------------------
 
-    def _receive_one(self, raw: bytes, peer: str, received_at: float
-                     ) -> defer.Deferred[bytes | None]:
+    def _receive_one(self, raw: bytes, peer: str, received_at: float,
+                     timed_from: float | None) -> defer.Deferred[bytes | None]:
+        """Check, build the answer, hand to the store; the answer goes out after the commit.
+
+        ``timed_from`` is set when this message is a whole frame whose answer latency the
+        `on_answer` hook is told (a batch's parts are timed together, by the batch).
+        """
         try:
             header = read_header(raw)
         except HeaderError as error:
-            return self._reject_unreadable(raw, peer, received_at, error)
+            return self._reject_unreadable(raw, peer, received_at, error, timed_from)
         errors = check_acceptance(header, raw)
-        outcome = suggested_outcome(errors)
+        outcome = suggested_outcome(errors) if errors else AckOutcome.ACCEPT
         if outcome is AckOutcome.ACCEPT and self._screen is not None:
             rejected = self._screen(raw)
             if rejected:  # stored as ERROR with the reasons, answered AE/CE with ERR
                 errors, outcome = [*errors, *rejected], AckOutcome.ERROR
         code = ack_code(header, outcome)
-        failed = "; ".join(f"{e.code} {e.text}".strip() for e in errors
-                           if e.severity in ("E", "F")) or None
+        failed = _failures(errors) if errors else None
         # Built before the commit so that, once it returns, answering is only a write.
         ack = build_ack(header, outcome=outcome, now=self._now(),
                         control_id=self._control_ids(), sender=self._sender, errors=errors)
         d = self._commit(Received(self.channel, received_at, peer, raw, code, header, failed,
                                   ack=ack))
+        return d.addBoth(self._settle, header, ack, timed_from)
 
-        def not_stored(failure: Any) -> bytes:
-            _log_store_failure(failure)
-            return build_ack(header, outcome=AckOutcome.ERROR, now=self._now(),
-                             control_id=self._control_ids(), sender=self._sender,
-                             errors=[STORE_FAILED])
+    def _settle(self, result: Any, header: Header | None, ack: bytes,
+                timed_from: float | None) -> bytes:
+        """The answer once the commit has ended: ``ack`` if stored, else AE/CE with ERR 207.
 
-        def stored(result: Any) -> bytes:
-            if result is DELIVERY_UNCONFIRMED:
-                return build_ack(header, outcome=AckOutcome.ERROR, now=self._now(),
-                                 control_id=self._control_ids(), sender=self._sender,
-                                 errors=[NOT_DELIVERED])
+        One callback for both outcomes, bound once per message (no closures): this runs
+        for every message a listener takes. An unreadable message (no ``header``) keeps
+        its AR whatever the store did.
+        """
+        try:
+            if isinstance(result, Failure):
+                _log_store_failure(result)
+                if header is not None:
+                    return self._error_ack(header, STORE_FAILED)
+            elif result is DELIVERY_UNCONFIRMED and header is not None:
+                return self._error_ack(header, NOT_DELIVERED)
             return ack
+        finally:
+            if timed_from is not None:
+                self._answered(None, timed_from)
 
-        return d.addCallbacks(stored, not_stored)
+    def _error_ack(self, header: Header, detail: ErrorDetail) -> bytes:
+        """AE (CE in enhanced mode) with one ERR, for what went wrong after the check."""
+        return build_ack(header, outcome=AckOutcome.ERROR, now=self._now(),
+                         control_id=self._control_ids(), sender=self._sender, errors=[detail])
 
     def _reject_unreadable(self, raw: bytes, peer: str, received_at: float,
-                           error: HeaderError) -> defer.Deferred[bytes | None]:
+                           error: HeaderError, timed_from: float | None = None
+                           ) -> defer.Deferred[bytes | None]:
         answer = build_reject_for_unreadable(raw, error, now=self._now(),
                                              control_id=self._control_ids(),
                                              sender=self._sender)
         d = self._commit(Received(self.channel, received_at, peer, raw, "AR", None,
                                   f"unreadable header: {error.reason}",
                                   error.salvaged_control_id, answer))
-        d.addErrback(_log_store_failure)
-        return d.addCallback(lambda _: answer)
+        return d.addBoth(self._settle, None, answer, timed_from)
 
     # -- batches -------------------------------------------------------------------------
 
@@ -178,10 +194,16 @@ class MLLPSource:
             salvaged = salvage_control_id(raw[first_msh:]) if first_msh >= 0 else ""
             return self._reject_unreadable(raw, peer, received_at,
                                            HeaderError(f"malformed batch: {error}", salvaged))
-        answers = [self._receive_one(part, peer, received_at) for part in parts]
+        answers = [self._receive_one(part, peer, received_at, None) for part in parts]
         d = defer.gatherResults(answers, consumeErrors=True)
         return d.addCallback(lambda acks: b"".join(
             a if a.endswith(b"\r") else a + b"\r" for a in acks if a))
+
+
+def _failures(errors: Sequence[ErrorDetail]) -> str | None:
+    """The E/F findings as the stored error text ('code text; ...'), None when there are none."""
+    return "; ".join(f"{e.code} {e.text}".strip() for e in errors
+                     if e.severity in ("E", "F")) or None
 
 
 def _log_store_failure(failure: Any) -> None:

@@ -47,26 +47,47 @@ class Ingest:
 def to_incoming(received: Received) -> IncomingMessage:
     """Map a source's record onto the store's row, header facts included."""
     h = received.header
-    msg = IncomingMessage(
+    if h is None:
+        return IncomingMessage(
+            channel=received.channel,
+            received_at=int(received.received_at * 1_000_000),
+            peer=received.peer,
+            raw=received.raw,
+            ack_code=received.ack_code,
+            error=received.error,
+            control_id=received.salvaged_control_id,
+            ack=received.ack,
+        )
+    # The header's facts (those apply_header copies) go into the one constructor call:
+    # every received message passes here.
+    return IncomingMessage(
         channel=received.channel,
         received_at=int(received.received_at * 1_000_000),
         peer=received.peer,
         raw=received.raw,
         ack_code=received.ack_code,
         error=received.error,
-        control_id=received.salvaged_control_id,
+        control_id=h.control_id,
+        message_type=message_type(h),
+        version=h.version,
+        sending_application=h.sending_application.text,
+        sending_facility=h.sending_facility.text,
+        patient_id=h.patient_id,
         ack=received.ack,
     )
-    if h is not None:
-        apply_header(msg, h)
-    return msg
 
 
 def apply_header(msg: IncomingMessage, h: Header) -> None:
     """Copy the header facts the store indexes (ids, type, sender, patient) onto a row."""
     msg.control_id = h.control_id
-    msg.message_type = "^".join(p for p in (h.message_type, h.trigger_event) if p)
+    msg.message_type = message_type(h)
     msg.version = h.version
-    msg.sending_application = str(h.sending_application)
-    msg.sending_facility = str(h.sending_facility)
+    msg.sending_application = h.sending_application.text
+    msg.sending_facility = h.sending_facility.text
     msg.patient_id = h.patient_id
+
+
+def message_type(h: Header) -> str:
+    """MSH-9.1^MSH-9.2 as the store keeps it ('ORU^R01'; either alone when the other is empty)."""
+    kind, event = h.message_type, h.trigger_event
+    return f"{kind}^{event}" if kind and event else kind or event

@@ -141,7 +141,10 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
         for event in self._decoder.feed(data):
             if self._closing:
                 break
-            self._dispatch(event)
+            if type(event) is Frame:  # nearly every event: no dispatch call for it
+                self._frame(event.payload)
+            else:
+                self._dispatch(event)
         if not self._closing and self._decoder.junk_pending > MAX_JUNK_RUN:
             log.warn(
                 "Closing MLLP connection from {peer}: {size} bytes without a start block",
@@ -210,9 +213,7 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
         if isinstance(result, Deferred):
             slot = _Slot()
             self._enqueue(slot)
-            result.addCallbacks(
-                self._completed, self._failed, callbackArgs=(slot,), errbackArgs=(slot,)
-            )
+            result.addBoth(self._settled, slot)
         elif self._queue or not isinstance(result, bytes | None):
             slot = _Slot()
             self._enqueue(slot)
@@ -262,6 +263,13 @@ class MLLPServerProtocol(TwistedProtocol, TimeoutMixin):
         if len(self._queue) >= MAX_PENDING and not self._paused and not self._closing:
             self._paused = True
             self.transport.pauseProducing()
+
+    def _settled(self, result: Any, slot: _Slot) -> None:
+        """The handler's Deferred fired: one callback for both outcomes, bound once."""
+        if isinstance(result, Failure):
+            self._failed(result, slot)
+        else:
+            self._completed(result, slot)
 
     def _completed(self, response: Any, slot: _Slot) -> None:
         if response is not None and not isinstance(response, bytes):
