@@ -21,11 +21,13 @@ def test_shipped_default_is_the_embedded_setup() -> None:
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
-    """INTERLINK_DATA_DIR, _MLLP_PORT and _ADMIN_PORT win over the file."""
+    """INTERLINK_DATA_DIR, _MLLP_PORT, _ADMIN_PORT and _PIPELINE_WORKERS win over the file."""
     env = {"INTERLINK_DATA_DIR": str(tmp_path / "data"), "INTERLINK_MLLP_PORT": "3575",
-           "INTERLINK_ADMIN_PORT": "9575"}
+           "INTERLINK_ADMIN_PORT": "9575", "INTERLINK_PIPELINE_WORKERS": "0"}
+    assert load_config(REPO / "conf" / "interlink.yaml", environ={}).pipeline_workers == 1
     cfg = load_config(REPO / "conf" / "interlink.yaml", environ=env)
     assert cfg.mllp.port == 3575 and cfg.admin.port == 9575
+    assert cfg.pipeline_workers == 0
     assert cfg.store_url() == f"sqlite:///{tmp_path / 'data' / 'interlink.db'}"
 
 

@@ -361,17 +361,20 @@ def test_ehr_down_queues_then_delivers_every_lane_in_order(tmp_path: Path) -> No
         assert patient_of(payload) in patients
 
 
-def test_ehr_down_queues_then_delivers_in_arrival_order_without_lanes(tmp_path: Path
-                                                                      ) -> None:
+@pytest.mark.parametrize("workers", ["1", "0"])
+def test_ehr_down_queues_then_delivers_in_arrival_order_without_lanes(tmp_path: Path,
+                                                                      workers: str) -> None:
     """Without lanes one queue keeps the order of arrival across all connections: the EHR
-    gets every message once, in the order the store accepted them."""
+    gets every message once, in the order the store accepted them — whether a pipeline
+    worker or the engine process itself decides the messages."""
     source, ehr = free_port(), free_port()
     channels = tmp_path / "channels"
     write_channel(channels, "vitals", source, ehr)
     conversations = [[oru(f"C{c}-{n:03d}", f"MRN-{n % 5}") for n in range(40)]
                      for c in range(3)]
 
-    engine = start_with_channels(tmp_path / "data", channels, [source])
+    engine = start_with_channels(tmp_path / "data", channels, [source],
+                                 extra_env={"INTERLINK_PIPELINE_WORKERS": workers})
     with running(engine), store_of(engine) as store:
         answers = send_all(source, conversations)
         assert set(answers.values()) == {"AA"} and len(answers) == 120
