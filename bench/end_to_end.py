@@ -13,7 +13,12 @@ The bare Twisted + SQLite ceiling (`ceiling_twisted_sqlite.py`, as bench/ingest.
 is driven with the same messages in the same run, for a ratio: absolute rates drift
 between runs on shared machines.
 
+Each load runs twice by default (`--lanes none patient`): once with one lane in arrival
+order over one EHR connection (every message waits for the previous one's ACK: the rate
+of one MLLP conversation), once with lanes by patient (PID-3.1) over 4 EHR connections.
+
     .venv/bin/python bench/end_to_end.py [--duration 15] [--connections 10 100]
+                                         [--lanes none patient]
 """
 
 from __future__ import annotations
@@ -52,10 +57,17 @@ transformer:
     from: 151562^MDC_RESP_RATE^MDC
     to: 9279-1^Respiratory rate^LN
 destinations:
-  - name: ehr
-    to: {{type: mllp, host: 127.0.0.1, port: {port}, ack_timeout_seconds: 10}}
+  - name: ehr{lanes}
+    to: {{type: mllp, host: 127.0.0.1, port: {port}, ack_timeout_seconds: 10, connections: {links}}}
     retry: {{initial_seconds: 0.5, max_seconds: 5, max_attempts: null}}
 """
+LANES = {
+    "none": ("", 1),
+    "patient": ("\n    lanes: PID-3.1", 4),
+}
+"""Delivery order: `none` is one lane in arrival order over one connection (each message
+waits for the previous one's ACK); `patient` keeps each patient's order and delivers
+different patients in parallel over 4 connections."""
 
 
 def write_simulated(corpus: Path) -> str:
@@ -147,11 +159,13 @@ def slope(samples: list[tuple[float, int, int]]) -> float:
 
 
 def run_engine(workdir: Path, connections: int, duration: float,
-               corpus: Path) -> dict[str, Any]:
+               corpus: Path, lanes: str = "none") -> dict[str, Any]:
     ehr, port = free_port(), free_port()
     channels = workdir / "channels"
     channels.mkdir()
-    (channels / "inbound.yaml").write_text(CHANNEL.format(port=ehr))
+    lane_line, links = LANES[lanes]
+    (channels / "inbound.yaml").write_text(CHANNEL.format(port=ehr, lanes=lane_line,
+                                                          links=links))
     sink = subprocess.Popen(
         [PY, str(TOOLS / "mllp_sink.py"), "--port", str(ehr), "--max-seconds",
          str(duration + 600), "--store", str(workdir / "ehr.hl7")],
@@ -230,14 +244,16 @@ def run_ceiling(workdir: Path, connections: int, duration: float,
 
 
 def report(connections: int, duration: float, ceiling: dict[str, Any],
-           engine: dict[str, Any], messages: str) -> dict[str, Any]:
+           engine: dict[str, Any], messages: str, lanes: str) -> dict[str, Any]:
     """Print one run's figures; returns its row for the JSON file."""
     load_ok = bool(engine["load"]["ok"])
     steady = engine["queue"]["growth_per_s"] < 0.02 * engine["received_per_s"]
     ratio = engine["received_per_s"] / ceiling["msgs_per_s"] if ceiling["msgs_per_s"] else 0.0
     lat, queue = engine["latency_ms"], engine["queue"]
+    order = ("one lane in arrival order, 1 EHR connection" if lanes == "none"
+             else "lanes by patient (PID-3.1), 4 EHR connections")
     print(f"\n{connections} connections, {duration:g} s of load, {messages} "
-          f"(the first is {engine['load']['message_bytes']} bytes)")
+          f"(the first is {engine['load']['message_bytes']} bytes); delivery: {order}")
     print(f"  ceiling (bare Twisted + SQLite, ACK only)  {ceiling['msgs_per_s']:>9,.0f} msg/s")
     print(f"  interlink received (ACKed, stored)         {engine['received_per_s']:>9,.0f} msg/s"
           f"   ACK p50/p99 {engine['load']['latency_ms']['p50']:.2f}/"
@@ -251,7 +267,8 @@ def report(connections: int, duration: float, ceiling: dict[str, Any],
           f"{engine['drain_seconds']:.1f} s after the load ({engine['drained']})")
     print(f"  store: {engine['statuses']}; EHR got {engine['ehr_received']} "
           f"({engine['ehr_duplicates']} more than once); every ACK positive: {load_ok}")
-    return {"connections": connections, "duration": duration, "ceiling": ceiling,
+    return {"connections": connections, "duration": duration, "lanes": lanes,
+            "ceiling": ceiling,
             "interlink": engine, "ratio": round(ratio, 3), "queue_growing": not steady,
             "ok": load_ok and engine["drained"] and engine["ehr_duplicates"] == 0}
 
@@ -260,6 +277,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--connections", type=int, nargs="+", default=[10])
+    parser.add_argument("--lanes", choices=sorted(LANES), nargs="+",
+                        default=["none", "patient"])
     parser.add_argument("--json-out", type=Path,
                         default=REPO / "bench" / "results" / "end_to_end.json")
     args = parser.parse_args()
@@ -270,8 +289,11 @@ def main() -> int:
             corpus.mkdir()
             messages = write_simulated(corpus)
             ceiling = run_ceiling(Path(tmp), n, args.duration, corpus)
-            engine = run_engine(Path(tmp), n, args.duration, corpus)
-        rows.append(report(n, args.duration, ceiling, engine, messages))
+            for lanes in args.lanes:
+                workdir = Path(tmp) / f"engine-{lanes}"
+                workdir.mkdir()
+                engine = run_engine(workdir, n, args.duration, corpus, lanes)
+                rows.append(report(n, args.duration, ceiling, engine, messages, lanes))
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(rows, indent=2))
     return 0 if all(row["ok"] for row in rows) else 1
