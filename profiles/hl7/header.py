@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 from profiles.hl7.charsets import SPLIT_AFTER_DECODING, resolve_codec
 from profiles.hl7.delimiters import (
-    DEFAULT_DELIMITERS,
     DelimiterError,
     Delimiters,
     read_delimiters,
@@ -59,9 +58,13 @@ class HD(NamedTuple):
 EMPTY_HD = HD("", "", "", "")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Header:
-    """What MSH says about a message, decoded, plus the first PID-3.1."""
+    """What MSH says about a message, decoded, plus the first PID-3.1.
+
+    Without ``__slots__`` on purpose: `read_header` fills a new one from the decoded fields
+    it keeps per sender with one dictionary copy instead of eighteen frozen assignments.
+    """
 
     delimiters: Delimiters
     codec: str
@@ -137,21 +140,8 @@ def _hd(text: str, d: Delimiters, codec: str) -> HD:
     return HD(text, parts[0], parts[1], parts[2])
 
 
-_hd_cache: dict[str, HD] = {}
-
-
-def _cached_hd(text: str, d: Delimiters, codec: str) -> HD:
-    """HD values repeat for every message of a sender, so default-delimiter ones are memoised."""
-    if not text:
-        return EMPTY_HD
-    if d is not DEFAULT_DELIMITERS or d.escape in text:
-        return _hd(text, d, codec)
-    found = _hd_cache.get(text)
-    if found is None:
-        if len(_hd_cache) >= _CACHE_LIMIT:
-            _hd_cache.clear()
-        found = _hd_cache[text] = _hd(text, d, codec)
-    return found
+def _hd_of(text: str, d: Delimiters, codec: str) -> HD:
+    return _hd(text, d, codec) if text else EMPTY_HD
 
 
 def _find_pid(raw: bytes, marker: bytes, msh_end: int) -> int:
@@ -209,41 +199,89 @@ def read_header(raw: bytes) -> Header:
         raise HeaderError(
             error.reason, salvage_control_id(raw), code=102, field=error.field
         ) from None
-    comp = d.component
-    rep = d.repetition
-    codec = resolve_codec(raw, f[17].split(rep, 1)[0] if n > 17 else "")
+    codec = resolve_codec(raw, f[17].split(d.repetition, 1)[0] if n > 17 else "")
     if codec in SPLIT_AFTER_DECODING or (not latin.isascii() and codec != "iso8859-1"):
         f = line.decode(codec, "replace").split(fs, 21)
         n = len(f)
     if n < 22:
         f += _PADDING[n:]
+    escaped = latin.find(d.escape, 5 + len(msh2)) >= 0
+    timestamp = f[6]
+    control_id = f[9]
+    if escaped:
+        timestamp = unescape(timestamp, d, codec)
+        control_id = unescape(control_id, d, codec)
+    fields = _sender_fields(d, msh2, codec, escaped, f).copy()
+    fields["timestamp"] = timestamp
+    fields["control_id"] = control_id
+    fields["patient_id"] = _patient_id(raw, field_b, d, codec, end)
+    return _header_from(fields)
+
+
+def _header_from(fields: dict[str, object]) -> Header:
+    """A Header owning ``fields``: one assignment instead of the frozen init's eighteen."""
+    header = object.__new__(Header)
+    object.__setattr__(header, "__dict__", fields)
+    return header
+
+
+_senders: dict[tuple[object, ...], dict[str, object]] = {}
+
+
+def _sender_fields(
+    d: Delimiters, msh2: str, codec: str, escaped: bool, f: list[str]
+) -> dict[str, object]:
+    """Every Header value but MSH-7, MSH-10 and PID-3.1, decoded, found by MSH's own text.
+
+    A sender writes the same MSH on every message apart from its time and control id, so
+    each distinct text is decoded once. The key holds every field the values come from;
+    ``d`` is fixed by MSH-1 and MSH-2 once they were found valid. Callers copy the result.
+    """
+    key = (d.field, msh2, codec, escaped,
+           f[2], f[3], f[4], f[5], f[8], f[10], f[11], f[14], f[15], f[17], f[20])
+    found = _senders.get(key)
+    if found is None:
+        if len(_senders) >= _CACHE_LIMIT:
+            _senders.clear()
+        found = _senders[key] = _decode_sender_fields(d, codec, escaped, f)
+    return found
+
+
+def _decode_sender_fields(
+    d: Delimiters, codec: str, escaped: bool, f: list[str]
+) -> dict[str, object]:
+    comp = d.component
     msh9 = f[8].split(comp, 3) if comp in f[8] else [f[8]]
     msh9 += _PADDING[:2]
     values = [
-        f[6],
         msh9[0],
         msh9[1],
         msh9[2].split(d.subcomponent, 1)[0],
-        f[9],
         f[10].split(comp, 1)[0],
         f[11].split(comp, 1)[0],
         f[14],
         f[15],
     ]
-    if latin.find(d.escape, 5 + len(msh2)) >= 0:
+    if escaped:
         values = [unescape(v, d, codec) for v in values]
-    return _make_header(
-        d,
-        codec,
-        _cached_hd(f[2], d, codec),
-        _cached_hd(f[3], d, codec),
-        _cached_hd(f[4], d, codec),
-        _cached_hd(f[5], d, codec),
-        *values,
-        _character_sets(f[17], d, codec) if f[17] else (),
-        _profiles(f[20], d, codec) if f[20] else (),
-        _patient_id(raw, field_b, d, codec, end),
-    )
+    kind, event, structure, processing_id, version, accept_ack, application_ack = values
+    return {
+        "delimiters": d,
+        "codec": codec,
+        "sending_application": _hd_of(f[2], d, codec),
+        "sending_facility": _hd_of(f[3], d, codec),
+        "receiving_application": _hd_of(f[4], d, codec),
+        "receiving_facility": _hd_of(f[5], d, codec),
+        "message_type": kind,
+        "trigger_event": event,
+        "message_structure": structure,
+        "processing_id": processing_id,
+        "version": version,
+        "accept_ack_type": accept_ack,
+        "application_ack_type": application_ack,
+        "character_sets": _character_sets(f[17], d, codec) if f[17] else (),
+        "profiles": _profiles(f[20], d, codec) if f[20] else (),
+    }
 
 
 def _version_hint(f: list[str], msh2: str) -> str:
@@ -252,102 +290,22 @@ def _version_hint(f: list[str], msh2: str) -> str:
 
 
 _CACHE_LIMIT = 1024
-_list_cache: dict[tuple[str, int], tuple[str, ...]] = {}
 
 
 def _character_sets(msh18: str, d: Delimiters, codec: str) -> tuple[str, ...]:
     """MSH-18 repetitions, empty ones dropped."""
-    key = (msh18, 18)
-    found = _list_cache.get(key) if d is DEFAULT_DELIMITERS else None
-    if found is None:
-        found = tuple(unescape(v, d, codec) for v in msh18.split(d.repetition) if v)
-        if d is DEFAULT_DELIMITERS:
-            if len(_list_cache) >= _CACHE_LIMIT:
-                _list_cache.clear()
-            _list_cache[key] = found
-    return found
+    return tuple(unescape(v, d, codec) for v in msh18.split(d.repetition) if v)
 
 
 def _profiles(msh21: str, d: Delimiters, codec: str) -> tuple[str, ...]:
     """MSH-21 entity identifiers; a repetition with only a universal id (OID) yields that."""
-    key = (msh21, 21)
-    found = _list_cache.get(key) if d is DEFAULT_DELIMITERS else None
-    if found is None:
-        names: list[str] = []
-        for repetition in msh21.split(d.repetition):
-            parts = repetition.split(d.component, 3)
-            name = parts[0] or (parts[2] if len(parts) > 2 else "")
-            if name:
-                names.append(unescape(name, d, codec))
-        found = tuple(names)
-        if d is DEFAULT_DELIMITERS:
-            if len(_list_cache) >= _CACHE_LIMIT:
-                _list_cache.clear()
-            _list_cache[key] = found
-    return found
+    names: list[str] = []
+    for repetition in msh21.split(d.repetition):
+        parts = repetition.split(d.component, 3)
+        name = parts[0] or (parts[2] if len(parts) > 2 else "")
+        if name:
+            names.append(unescape(name, d, codec))
+    return tuple(names)
 
 
 _PADDING = [""] * 22
-(
-    _set_delimiters,
-    _set_codec,
-    _set_sending_application,
-    _set_sending_facility,
-    _set_receiving_application,
-    _set_receiving_facility,
-    _set_timestamp,
-    _set_message_type,
-    _set_trigger_event,
-    _set_message_structure,
-    _set_control_id,
-    _set_processing_id,
-    _set_version,
-    _set_accept_ack_type,
-    _set_application_ack_type,
-    _set_character_sets,
-    _set_profiles,
-    _set_patient_id,
-) = (Header.__dict__[name].__set__ for name in Header.__slots__)  # type: ignore[attr-defined]
-
-
-def _make_header(
-    d: Delimiters,
-    codec: str,
-    sending_application: HD,
-    sending_facility: HD,
-    receiving_application: HD,
-    receiving_facility: HD,
-    timestamp: str,
-    message_type: str,
-    trigger_event: str,
-    message_structure: str,
-    control_id: str,
-    processing_id: str,
-    version: str,
-    accept_ack_type: str,
-    application_ack_type: str,
-    character_sets: tuple[str, ...],
-    profiles: tuple[str, ...],
-    patient_id: str,
-) -> Header:
-    """Header without the frozen ``__init__``'s 18 ``object.__setattr__`` calls (hot path)."""
-    h = object.__new__(Header)
-    _set_delimiters(h, d)
-    _set_codec(h, codec)
-    _set_sending_application(h, sending_application)
-    _set_sending_facility(h, sending_facility)
-    _set_receiving_application(h, receiving_application)
-    _set_receiving_facility(h, receiving_facility)
-    _set_timestamp(h, timestamp)
-    _set_message_type(h, message_type)
-    _set_trigger_event(h, trigger_event)
-    _set_message_structure(h, message_structure)
-    _set_control_id(h, control_id)
-    _set_processing_id(h, processing_id)
-    _set_version(h, version)
-    _set_accept_ack_type(h, accept_ack_type)
-    _set_application_ack_type(h, application_ack_type)
-    _set_character_sets(h, character_sets)
-    _set_profiles(h, profiles)
-    _set_patient_id(h, patient_id)
-    return h
