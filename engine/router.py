@@ -43,6 +43,12 @@ Sighted = Callable[[str, Sequence[Sighting]], None]
 Workers = PipelineWorkers
 _Item = tuple[int, str, "ChannelPipeline | None", "Prepared | None"]
 CLAIM_FAILED = "readings could not be matched against earlier ones (store unavailable)"
+MAX_BATCH = 1000
+"""Messages decided together at most: bounds a worker's answer and a routing commit."""
+ROOM_HIGH = 5000
+ROOM_LOW = 2500
+"""Messages waiting for a decision above which sources hold their answers (`room`), and
+below which they answer again."""
 _STATUS = {Verdict.QUEUED: Status.QUEUED, Verdict.FILTERED: Status.FILTERED,
            Verdict.ERROR: Status.ERROR}
 
@@ -79,10 +85,14 @@ class Router:
         self._pending: list[tuple[int, str, bytes]] = []
         self._scheduled = False
         self._inflight: set[defer.Deferred[None]] = set()
+        self._room: list[defer.Deferred[None]] = []
+        self.backlog = 0
+        """Messages handed over whose decision is not made yet."""
         self.routed = 0
 
     def route(self, message_id: int, channel: str, raw: bytes) -> None:
         """Accept one committed message for routing in the next batch."""
+        self.backlog += 1
         self._pending.append((message_id, channel, raw))
         if not self._scheduled:
             self._scheduled = True
@@ -138,17 +148,39 @@ class Router:
                   id=message_id, channel=channel, kind=kind)
         return Decision(Verdict.ERROR, f"pipeline failed: {kind}", f"pipeline failed: {kind}")
 
+    def room(self) -> defer.Deferred[None] | None:
+        """Back-pressure for sources: None while routing keeps up, else a Deferred that
+        fires once the messages waiting for a decision are back under `ROOM_LOW`.
+
+        A source holds its (already committed) answers on it, so senders that wait for
+        their ACKs slow down to the pace at which messages can be decided, instead of
+        the store filling with RECEIVED messages faster than they can be routed.
+        """
+        if self.backlog < ROOM_HIGH:
+            return None
+        d: defer.Deferred[None] = defer.Deferred()
+        self._room.append(d)
+        return d
+
     def _flush(self) -> None:
         self._scheduled = False
-        batch, self._pending = self._pending, []
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        if self._pending:
+            self._scheduled = True
+            self._clock.callLater(0, self._flush)
         if not batch:
             return
         d = self._order.run(self._process, batch)
         self._inflight.add(d)
-        d.addBoth(self._settle, d)
+        d.addBoth(self._settle, d, len(batch))
 
-    def _settle(self, result: Any, d: defer.Deferred[Any]) -> None:
+    def _settle(self, result: Any, d: defer.Deferred[Any], size: int) -> None:
         self._inflight.discard(d)
+        self.backlog -= size
+        if self._room and self.backlog <= ROOM_LOW:
+            waiting, self._room = self._room, []
+            for room in waiting:
+                room.callback(None)
         if isinstance(result, Failure):
             log.error("routing a batch failed ({kind}); its messages stay RECEIVED",
                       kind=result.type.__name__)
@@ -240,7 +272,7 @@ class Router:
 
     def drain(self) -> defer.Deferred[Any]:
         """Fires once every message handed over so far has its routing committed."""
-        if self._pending:
+        while self._pending:
             self._flush()
         return defer.ensureDeferred(self._settled())
 
