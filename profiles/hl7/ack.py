@@ -181,19 +181,22 @@ def build_ack(
     (before v2.7). A message without MSH-11/MSH-12 is answered as P / v2.5.
     """
     d = header.delimiters
-    version = version_tuple(header.version or FALLBACK_VERSION)
-    segments = [_msh(header, d, now, control_id, sender)]
-    msa = [ack_code(header, outcome), escape(header.control_id, d)]
-    if text and (not version or version < (2, 7)):
-        msa.append(escape(text, d))
-    segments.append(d.field.join(["MSA", *msa]))
+    fs = d.field
+    msh = _msh(header, d, now, control_id, sender)
+    msa = f"MSA{fs}{ack_code(header, outcome)}{fs}{escape(header.control_id, d)}"
     errors = tuple(errors)
+    if not text and not errors:  # the usual answer: no list of segments to build
+        return f"{msh}\r{msa}\r".encode(header.codec, "replace")
+    version = version_tuple(header.version or FALLBACK_VERSION)
+    if text and (not version or version < (2, 7)):
+        msa += fs + escape(text, d)
+    segments = [msh, msa]
     if errors:
         if not version or version >= (2, 5):
             segments.extend(_err_v25(error, d) for error in errors)
         else:
             eld = d.repetition.join(_eld_v2x(error, d) for error in errors)
-            segments.append(d.field.join(["ERR", eld]))
+            segments.append(fs.join(["ERR", eld]))
     return "".join(segment + "\r" for segment in segments).encode(header.codec, "replace")
 
 
