@@ -66,7 +66,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
@@ -75,6 +74,7 @@ from pydantic_core import PydanticCustomError
 from channels.hooks import HookError, HookLoader, HookSpec, run_step
 from channels.rules import BOOLEAN_HINT, FieldPath, Text
 from channels.steps import pick_step
+from profiles.hl7.delimiters import DEFAULT_DELIMITERS, Delimiters
 from profiles.hl7.edit import EditableMessage, MissingSegment
 from profiles.hl7.escape import unescape
 from profiles.hl7.path import Path
@@ -321,30 +321,28 @@ def _occurrences(message: EditableMessage, path: Path) -> list[Path]:
     """``path`` in each segment of its name, or just ``path`` when it has a segment index."""
     if path.segment_index is not None:
         return [path]
-    p = path
-    count = message.count(p.segment)
-    return [
-        Path(p.segment, p.field, k, p.repetition, p.component, p.subcomponent)
-        for k in range(1, count + 1)
-    ]
+    return [_occurrence(path, k) for k in range(1, message.count(path.segment) + 1)]
 
 
-def _component(location: Path, component: int) -> Path:
-    return Path(
-        location.segment, location.field, location.segment_index, location.repetition, component
-    )
+def _occurrence(path: Path, k: int) -> Path:
+    """``path`` in the ``k``-th segment of its name."""
+    return Path(path.segment, path.field, k, path.repetition, path.component, path.subcomponent)
 
 
 def _set(step: SetStep) -> StepFunction:
     path = Path.parse(step.set)
     value, missing = step.value, step.missing_segment
+    first = _occurrence(path, 1)
 
     def run(message: EditableMessage) -> None:
-        targets = _occurrences(message, path)
-        if not targets:
+        count = message.count(path.segment) if path.segment_index is None else -1
+        if count == 0:
             message.set(path, value, missing=missing)
-        for target in targets:
-            message.set(target, value)
+        elif count == 1:
+            message.set(first, value)  # most messages have one segment of the name
+        else:
+            for target in _occurrences(message, path):
+                message.set(target, value)
 
     return run
 
@@ -416,28 +414,24 @@ def _map(step: MapStep, table: Mapping[str, str]) -> StepFunction:
 def _rename_code(step: RenameCodeStep) -> StepFunction:
     path = Path.parse(step.rename_code)
     old, new = step.from_, step.to
-    replacements = [(1, new.code), (2, new.text), (3, new.system)]
+    replacement = (new.code, new.text, new.system)
 
-    def candidates(message: EditableMessage) -> list[Path]:
-        # A code written without escapes shows as itself in its segment's text: only the
-        # segments that mention it can hold it (most OBX of a PCD-01 message do not).
-        d = message.delimiters
-        if path.segment_index is not None or not old.code or any(
-                ch in old.code for ch in (d.field, d.component, d.repetition, d.escape,
-                                          d.subcomponent)):
-            return message.locations(path)
-        return [location for k in message.mentioning(path.segment, old.code)
-                for location in message.locations(replace(path, segment_index=k))]
+    def literal(d: Delimiters) -> bool:
+        """The code is written as itself (no delimiter or escape character in it), so
+        only the segments whose text mentions it are read field by field."""
+        return path.segment_index is None and bool(old.code) and not any(
+            ch in old.code
+            for ch in (d.field, d.component, d.repetition, d.escape, d.subcomponent))
+
+    usual = literal(DEFAULT_DELIMITERS)
 
     def run(message: EditableMessage) -> None:
-        for location in candidates(message):
-            if message.get(_component(location, 1)) != old.code:
-                continue
-            if old.system and message.get(_component(location, 3)) != old.system:
-                continue
-            for component, value in replacements:
-                if value is not None:
-                    message.set(_component(location, component), value)
+        d = message.delimiters
+        if not (usual if d is DEFAULT_DELIMITERS else literal(d)):
+            message.recode(path, old.code, old.system, replacement)
+            return
+        for k in message.mentioning(path.segment, old.code):
+            message.recode(_occurrence(path, k), old.code, old.system, replacement)
 
     return run
 

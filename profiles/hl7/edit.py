@@ -34,7 +34,7 @@ from typing import Literal, Protocol
 from profiles.hl7.charsets import codec_for
 from profiles.hl7.delimiters import Delimiters
 from profiles.hl7.escape import escape
-from profiles.hl7.message import Message, Segment, select_part, value_at
+from profiles.hl7.message import Message, Segment, component_value, select_part, value_at
 from profiles.hl7.path import Path
 
 MissingSegment = Literal["append", "skip", "error"]
@@ -94,7 +94,7 @@ class EditableMessage:
         self._charset = charset
         texts = list(segments)
         field = delimiters.field
-        self._names = [text.split(field, 1)[0] for text in texts]
+        self._names = [text.partition(field)[0] for text in texts]
         self._segments: list[str | list[str]] = [*texts]
         self._split: dict[int, list[str]] = {}  # fields of untouched segments already read
         self._by_name: dict[str, list[int]] | None = None
@@ -102,12 +102,9 @@ class EditableMessage:
     @classmethod
     def from_message(cls, message: Message) -> EditableMessage:
         """An editable copy of ``message``, with its delimiters and character set."""
-        return cls(
-            [s.text for s in message.segments()],
-            message.delimiters,
-            message.codec,
-            message.get("MSH-18"),
-        )
+        new = cls(message.segment_texts(), message.delimiters, message.codec)
+        new._charset = new.get("MSH-18")  # read as Message reads it: the same text
+        return new
 
     @classmethod
     def parse(cls, raw: bytes | str) -> EditableMessage:
@@ -183,8 +180,13 @@ class EditableMessage:
     def mentioning(self, name: str, text: str) -> list[int]:
         """Numbers (1-based, among segments named ``name``) of those whose text as written
         contains ``text``: a cheap first pass before reading fields one by one."""
-        return [k for k, i in enumerate(self._indices(name), 1)
-                if text in self._segment_text(i)]
+        segments, field = self._segments, self.delimiters.field
+        found = []
+        for k, i in enumerate(self._indices(name), 1):
+            segment = segments[i]
+            if text in (segment if type(segment) is str else field.join(segment)):
+                found.append(k)
+        return found
 
     def locations(self, path: str | Path) -> list[Path]:
         """Each single place ``path`` covers now, one per segment and repetition.
@@ -273,6 +275,82 @@ class EditableMessage:
         )
         if present:
             self._write(path, "", "skip")
+
+    def recode(
+        self,
+        path: str | Path,
+        code: str,
+        system: str | None,
+        replacement: tuple[str | None, str | None, str | None],
+    ) -> int:
+        """Give coded values (``code^text^system``, as CE/CWE/CNE write them) new parts.
+
+        Every place ``path`` covers (see ``locations``) whose code (component 1) reads as
+        ``code`` and, when ``system`` is given, whose coding system (component 3) reads as
+        ``system`` has each part of ``replacement`` (code, text, system) that is not None
+        written in, escaped as ``set`` escapes. The result is that of ``get`` and ``set``
+        place by place, in one pass over the segments; returns how many places changed.
+        """
+        path = _path(path)
+        name, number = path.segment, path.field
+        indices = self._indices(name)
+        if path.segment_index is None:
+            numbers: Iterable[int] = range(1, len(indices) + 1)
+        else:
+            numbers = [path.segment_index] if path.segment_index <= len(indices) else []
+        if name == "MSH" and number in (1, 2):  # a delimiter field: ``get`` and ``set`` rules
+            return self._recode_each(path, numbers, code, system, replacement)
+        parts = [(c, self._escape(v)) for c, v in enumerate(replacement, 1) if v is not None]
+        if not parts:
+            return 0
+        changed = 0
+        for k in numbers:
+            index = indices[k - 1]
+            reps = self._repetitions(index, name, number)
+            for r in range(1, len(reps) + 1) if path.repetition is None else [path.repetition]:
+                text = reps[r - 1] if r <= len(reps) else ""
+                if self._has_code(text, code, system):
+                    for component, value in parts:
+                        text = _put(text, self.delimiters.component, component, value)
+                    self._put_repetition(index, name, number, r, text)
+                    reps = self._repetitions(index, name, number)
+                    changed += 1
+        return changed
+
+    def _has_code(self, text: str, code: str, system: str | None) -> bool:
+        """One repetition's code (and system, when given) read as ``get`` reads them."""
+        d, codec = self.delimiters, self._codec
+        return component_value(text, 1, d, codec) == code and (
+            not system or component_value(text, 3, d, codec) == system)
+
+    def _put_repetition(self, index: int, name: str, number: int, r: int, text: str) -> None:
+        """Write ``text`` (encoded) as repetition ``r`` of field ``number`` of segment ``index``."""
+        segment, position = self._fields_for_edit(index, name, number)
+        segment[position] = _put(segment[position], self.delimiters.repetition, r, text)
+
+    def _recode_each(
+        self,
+        path: Path,
+        numbers: Iterable[int],
+        code: str,
+        system: str | None,
+        replacement: tuple[str | None, str | None, str | None],
+    ) -> int:
+        """``recode`` spelled out with ``get`` and ``set``, for MSH-1 and MSH-2."""
+        changed = 0
+        name, number = path.segment, path.field
+        for k in numbers:
+            count = len(self._repetitions(self._indices(name)[k - 1], name, number))
+            for r in range(1, count + 1) if path.repetition is None else [path.repetition]:
+                if self.get(Path(name, number, k, r, 1)) != code:
+                    continue
+                if system and self.get(Path(name, number, k, r, 3)) != system:
+                    continue
+                values = [(c, v) for c, v in enumerate(replacement, 1) if v is not None]
+                for component, value in values:
+                    self.set(Path(name, number, k, r, component), value)
+                changed += bool(values)
+        return changed
 
     def drop_segments(self, names: Iterable[str]) -> None:
         """Remove every segment named in ``names``; MSH cannot be dropped."""
@@ -395,19 +473,26 @@ class EditableMessage:
         self._by_name = None
         return len(self._segments) - 1
 
+    def _fields_for_edit(self, index: int, name: str, number: int) -> tuple[list[str], int]:
+        """Segment ``index`` as its editable list of fields, long enough to hold field
+        ``number``, and that field's position in the list."""
+        segment = self._segments[index]
+        if type(segment) is str:
+            parts = self._split.pop(index, None)
+            segment = self._segments[index] = (
+                segment.split(self.delimiters.field) if parts is None else list(parts))
+        position = number - 1 if name == "MSH" else number
+        if position >= len(segment):
+            segment.extend([""] * (position + 1 - len(segment)))
+        return segment, position
+
     def _write(self, path: Path, encoded: str, missing: MissingSegment) -> None:
         self._refuse_delimiter_fields(path)
         index = self._locate(path, missing)
         if index is None:
             return
-        segment = self._segments[index]
         d = self.delimiters
-        if type(segment) is str:
-            segment = self._segments[index] = list(self._parts(index))
-            del self._split[index]
-        position = path.field - 1 if path.segment == "MSH" else path.field
-        if position >= len(segment):
-            segment.extend([""] * (position + 1 - len(segment)))
+        segment, position = self._fields_for_edit(index, path.segment, path.field)
         if path.repetition is None and path.component is None:
             segment[position] = encoded
             return

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-from profiles.hl7.delimiters import Delimiters
+from profiles.hl7.delimiters import DEFAULT_DELIMITERS, Delimiters
 
 # Formatting commands (FT data) rendered as plain text: line breaks stay line breaks,
 # layout hints (fill, indent, highlight) carry no meaning without a renderer.
@@ -62,8 +63,7 @@ def _decode_sequence(body: str, d: Delimiters, codec: str, esc: str) -> str:
     return esc + body + esc
 
 
-@lru_cache(maxsize=64)
-def _escape_table(delimiters: Delimiters) -> dict[int, str]:
+def _table(delimiters: Delimiters) -> dict[int, str]:
     esc = delimiters.escape
     table = {
         ord(esc): f"{esc}E{esc}",
@@ -79,8 +79,23 @@ def _escape_table(delimiters: Delimiters) -> dict[int, str]:
     return table
 
 
+Escaper = tuple[dict[int, str], re.Pattern[str]]
+"""A translation table and a pattern finding the characters it changes."""
+
+
+def _escaper_for(delimiters: Delimiters) -> Escaper:
+    table = _table(delimiters)
+    return table, re.compile("[" + re.escape("".join(chr(code) for code in table)) + "]")
+
+
+_escaper = lru_cache(maxsize=64)(_escaper_for)
+_DEFAULT_ESCAPER = _escaper_for(DEFAULT_DELIMITERS)
+
+
 def escape(text: str, delimiters: Delimiters) -> str:
     """Encode ``text`` so it can sit in one (sub-)component without changing the structure."""
     if text.isalnum() or not text:  # the common case: ids and codes need no escaping
         return text
-    return text.translate(_escape_table(delimiters))
+    table, special = (_DEFAULT_ESCAPER if delimiters is DEFAULT_DELIMITERS
+                      else _escaper(delimiters))
+    return text.translate(table) if special.search(text) else text

@@ -73,12 +73,28 @@ def select_part(text: str, separator: str, index: int | None) -> str:
     return parts[index - 1] if index <= len(parts) else ""
 
 
+def component_value(text: str, component: int, d: Delimiters, codec: str) -> str:
+    """Component ``component`` (1-based) of one repetition's ``text``, as ``value_at`` reads
+    a path that stops at a component (outside MSH-1 and MSH-2): decoded unless it has
+    sub-components."""
+    if d.component in text:
+        parts = text.split(d.component)
+        text = parts[component - 1] if component <= len(parts) else ""
+    elif component != 1:
+        return ""
+    if d.subcomponent in text or d.escape not in text:
+        return text
+    return unescape(text, d, codec)
+
+
 def value_at(text: str, path: Path, d: Delimiters, codec: str) -> str:
     """The value `path` addresses inside one repetition's `text` (see the module docstring:
     decoded at the leaf, as written where structure remains)."""
     if path.segment == "MSH" and path.field in (1, 2):
         deeper = (path.component or 1, path.subcomponent or 1)
         return text if deeper == (1, 1) else ""
+    if path.subcomponent is None and path.component is not None:
+        return component_value(text, path.component, d, codec)
     text = select_part(text, d.component, path.component)
     text = select_part(text, d.subcomponent, path.subcomponent)
     if path.subcomponent is None and d.subcomponent in text:
@@ -91,13 +107,14 @@ def value_at(text: str, path: Path, d: Delimiters, codec: str) -> str:
 class Message:
     """Read-only access to a message by analyst paths; see the module docstring for values."""
 
-    __slots__ = ("_segments", "_text", "codec", "delimiters", "header")
+    __slots__ = ("_segments", "_text", "_texts", "codec", "delimiters", "header")
 
     def __init__(self, text: str, header: Header) -> None:
         self._text = text
         self.header = header
         self.delimiters = header.delimiters
         self.codec = header.codec
+        self._texts: tuple[str, ...] | None = None
         self._segments: list[Segment] | None = None
 
     @classmethod
@@ -116,15 +133,24 @@ class Message:
     @property
     def text(self) -> str:
         """The message with every segment terminated by CR, blank lines dropped."""
-        return "".join(segment.text + "\r" for segment in self.segments())
+        return "".join(text + "\r" for text in self.segment_texts())
+
+    def segment_texts(self) -> tuple[str, ...]:
+        """Each segment as written, without its terminator; blank lines dropped."""
+        texts = self._texts
+        if texts is None:
+            text = self._text
+            if "\n" in text:
+                text = text.replace("\r\n", "\r").replace("\n", "\r")
+            texts = self._texts = tuple([s for s in text.split("\r") if s.strip()])
+        return texts
 
     def segments(self, name: str | None = None) -> list[Segment]:
         """All segments in order, or those named ``name``."""
         segments = self._segments
         if segments is None:
-            text = self._text.replace("\r\n", "\r").replace("\n", "\r")
             d = self.delimiters
-            segments = self._segments = [Segment(s, d) for s in text.split("\r") if s.strip()]
+            segments = self._segments = [Segment(s, d) for s in self.segment_texts()]
         if name is None:
             return list(segments)
         return [segment for segment in segments if segment.name == name]
