@@ -164,8 +164,8 @@ class MLLPSource:
                 return self._error_ack(header, NOT_DELIVERED)
             return ack
         finally:
-            if timed_from is not None:
-                self._answered(None, timed_from)
+            if timed_from is not None and self._on_answer is not None:
+                self._on_answer(self._clock.seconds() - timed_from)
 
     def _error_ack(self, header: Header, detail: ErrorDetail) -> bytes:
         """AE (CE in enhanced mode) with one ERR, for what went wrong after the check."""

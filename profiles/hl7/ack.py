@@ -51,7 +51,9 @@ class ErrorDetail:
 
 def ack_code(header: Header, outcome: AckOutcome) -> str:
     """AA/AE/AR in original mode; CA/CE/CR when MSH-15 or MSH-16 asks for enhanced mode."""
-    return ("C" if header.enhanced_mode else "A") + outcome.value
+    # `_value_` is the member's value without the `value` property's Python-level lookup:
+    # this runs twice for every message answered.
+    return ("C" if header.enhanced_mode else "A") + outcome._value_
 
 
 def format_timestamp(now: datetime) -> str:
