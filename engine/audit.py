@@ -28,11 +28,6 @@ class AuditEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def _part(value: str | int | None) -> str:
-    text = "" if value is None else str(value)
-    return f"{len(text)}:{text}"
-
-
 def canonical_form(
     at: int,
     actor: str,
@@ -46,12 +41,41 @@ def canonical_form(
     `detail_json` is hashed as stored, so its serialisation never has to be repeated
     identically; None and '' are told apart by the type tag.
     """
-    tags = "".join("n" if v is None else "v" for v in (message_id, channel))
-    return "|".join((tags, _part(at), _part(actor), _part(action), _part(message_id),
-                     _part(channel), _part(detail_json))).encode("utf-8")
+    return _canonical_text(at, actor, action, message_id, channel, detail_json).encode("utf-8")
 
 
-_encode = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+def _canonical_text(
+    at: int,
+    actor: str,
+    action: str,
+    message_id: int | None,
+    channel: str | None,
+    detail_json: str,
+) -> str:
+    """`canonical_form` before encoding, in one f-string: the writer seals one per event.
+
+    The form is `<tags>|<len>:<text>|…` over at, actor, action, message_id, channel and
+    detail, where a None field is the empty text and lengths count characters.
+    """
+    at_s = "" if at is None else str(at)
+    actor_s = "" if actor is None else str(actor)
+    action_s = "" if action is None else str(action)
+    detail_s = "" if detail_json is None else str(detail_json)
+    if message_id is None:
+        id_tag, id_s = "n", ""
+    else:
+        id_tag, id_s = "v", str(message_id)
+    if channel is None:
+        channel_tag, channel_s = "n", ""
+    else:
+        channel_tag, channel_s = "v", str(channel)
+    return (f"{id_tag}{channel_tag}|{len(at_s)}:{at_s}|{len(actor_s)}:{actor_s}|"
+            f"{len(action_s)}:{action_s}|{len(id_s)}:{id_s}|{len(channel_s)}:{channel_s}|"
+            f"{len(detail_s)}:{detail_s}")
+
+
+json_text = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+"""A string as JSON exactly as `detail_json` writes it (ASCII, escaped, quoted)."""
 
 
 def detail_json(detail: dict[str, Any]) -> str:
@@ -59,11 +83,11 @@ def detail_json(detail: dict[str, Any]) -> str:
     parts = []
     for key, value in detail.items():
         if isinstance(value, str):
-            parts.append(f"{_encode(key)}:{_encode(value)}")
+            parts.append(f"{json_text(key)}:{json_text(value)}")
         elif value is None:
-            parts.append(f"{_encode(key)}:null")
+            parts.append(f"{json_text(key)}:null")
         elif type(value) is int:
-            parts.append(f"{_encode(key)}:{value}")
+            parts.append(f"{json_text(key)}:{value}")
         else:
             return json.dumps(detail, separators=(",", ":"), ensure_ascii=True)
     return "{" + ",".join(parts) + "}"
@@ -74,6 +98,10 @@ def seal(prev_hash: str, canonical: bytes) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
 
 
+Entry = tuple[int, str, str, int | None, str | None, str]
+"""An event not sealed yet: at, actor, action, message_id, channel and its detail JSON."""
+
+
 class AuditChain:
     """Seals events in order; owned by the single writer so the chain has one tail."""
 
@@ -82,14 +110,23 @@ class AuditChain:
 
     def rows(self, events: Iterable[AuditEvent]) -> list[tuple[Any, ...]]:
         """Turn events into `audit_events` rows in `ROW_COLUMNS` order, advancing the tail."""
+        return self.seal_entries([(ev.at, ev.actor, ev.action, ev.message_id, ev.channel,
+                                   detail_json(ev.detail)) for ev in events])
+
+    def seal_entries(self, entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
+        """`rows` for events whose detail is serialised already (the writer's own events).
+
+        Each hash is `seal(prev, canonical_form(…))`, computed from one string: the tail
+        is checked to be ASCII once, as `seal` would, and every later one is a hex digest.
+        """
         out = []
         prev = self.last_hash
-        for ev in events:
-            dj = detail_json(ev.detail)
-            digest = seal(prev, canonical_form(ev.at, ev.actor, ev.action, ev.message_id,
-                                               ev.channel, dj))
-            out.append((ev.at, ev.actor, ev.action, ev.message_id, ev.channel, dj, prev,
-                        digest))
+        prev.encode("ascii")
+        sha256 = hashlib.sha256
+        for at, actor, action, message_id, channel, detail in entries:
+            text = _canonical_text(at, actor, action, message_id, channel, detail)
+            digest = sha256(f"{prev}{text}".encode()).hexdigest()
+            out.append((at, actor, action, message_id, channel, detail, prev, digest))
             prev = digest
         self.last_hash = prev
         return out
