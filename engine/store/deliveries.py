@@ -11,14 +11,97 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from engine.audit import AuditEvent
+from engine.audit import AuditEvent, Entry, json_text
 from engine.store.status import ContentKind, Status
 
 ENGINE_ACTOR = "engine"
+QUEUED, SENT, FILTERED = Status.QUEUED.value, Status.SENT.value, Status.FILTERED.value
+ENCODED_KIND, RESPONSE_KIND = ContentKind.ENCODED.value, ContentKind.RESPONSE.value
+IN_LIST_CHUNK = 10000
+"""Ids per `IN (…)` list in one statement (well under every driver's parameter limit)."""
+
+
+class Statements(Protocol):
+    """The writer transaction's statements, as the store's `WriterCursor` runs them."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; how many rows it changed."""
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per parameter row."""
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a query (or a statement with RETURNING); all its rows."""
+
+
+class Placeholders:
+    """Writes a statement's `?` placeholders the way the writer's cursor takes them.
+
+    Statements are written once with `?`. sqlite3 takes them as they are; a `format`
+    driver takes `%s`; psycopg's raw cursor takes PostgreSQL's own `$1, $2, …` and sends
+    the text as written, where its ordinary cursor parses a statement of more than 50
+    parameters in Python on every execution (every multi-row insert of the writer).
+    """
+
+    STYLES = ("qmark", "format", "pyformat", "numeric_dollar")
+
+    def __init__(self, style: str) -> None:
+        if style not in self.STYLES:
+            raise ValueError(f"unsupported DB-API paramstyle {style!r}: "
+                             "the store needs qmark, format, pyformat or numeric_dollar")
+        self.style = style
+
+    def __call__(self, sql: str) -> str:
+        """The statement with this style's placeholders (its text holds no other `?`)."""
+        if self.style == "qmark":
+            return sql
+        if self.style == "numeric_dollar":
+            first, *rest = sql.split("?")
+            return first + "".join(f"${n}{part}" for n, part in enumerate(rest, 1))
+        return sql.replace("?", "%s")
+
+
+class IdList:
+    """A statement whose ids go in an `IN (…)` list, its text built once per list length.
+
+    The writer sends the same few shapes batch after batch; lengths past
+    `CACHED_LENGTHS` (rare, large reprocessing runs) are built each time.
+    """
+
+    CACHED_LENGTHS = 1024
+
+    def __init__(self, placeholders: Placeholders, head: str, tail: str = "") -> None:
+        self._placeholders = placeholders
+        self._head = head
+        self._tail = tail
+        self._sql: dict[int, str] = {}
+
+    def statement(self, ids: int) -> str:
+        """The statement for a list of `ids` ids."""
+        sql = self._sql.get(ids)
+        if sql is None:
+            sql = self._placeholders(f"{self._head} IN ({', '.join(['?'] * ids)}){self._tail}")
+            if ids <= self.CACHED_LENGTHS:
+                self._sql[ids] = sql
+        return sql
+
+    def chunks(self, ids: Sequence[Any], size: int = IN_LIST_CHUNK
+               ) -> Iterable[tuple[str, Sequence[Any]]]:
+        """(statement, ids) for each run of at most `size` ids, in order."""
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
+            yield self.statement(len(chunk)), chunk
+
+
+def status_detail(status: str, reason: str = "") -> str:
+    """The detail JSON of a `message.status` event, as `detail_json` writes it."""
+    if reason:
+        return f'{{"status":{json_text(status)},"reason":{json_text(reason)}}}'
+    return f'{{"status":{json_text(status)}}}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,148 +175,137 @@ def summarise(statuses: Iterable[str]) -> Status:
 class DeliveryWrites:
     """Statements for routing and outcomes, bound to the store's parameter style."""
 
-    def __init__(self, marker: str, insert_delivery: Any, insert_content: Any) -> None:
-        self._m = marker
+    def __init__(self, placeholders: Placeholders, insert_delivery: Any,
+                 insert_content: Any, set_status: IdList) -> None:
+        p = placeholders
         self._insert_delivery = insert_delivery
         self._insert_content = insert_content
+        self._set_status = set_status
+        self._sent_first_time = IdList(
+            p, "UPDATE deliveries SET status = ?, attempts = 1, next_attempt_at = ?, "
+               "first_attempt_at = COALESCE(first_attempt_at, ?), held = 0, "
+               "last_error = NULL, updated_at = ? WHERE id")
+        self._all_sent_sql = IdList(
+            p, "UPDATE messages SET status = ?, updated_at = ? WHERE id",
+            " AND status <> ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
+            "WHERE d.message_id = messages.id AND d.status NOT IN (?, ?)) RETURNING id")
+        self._delivery_statuses = IdList(
+            p, "SELECT message_id, status FROM deliveries WHERE message_id")
+        self._message_statuses = IdList(p, "SELECT id, status FROM messages WHERE id")
+        self._update_delivery = p(
+            "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, "
+            "first_attempt_at = ?, held = ?, last_error = ?, updated_at = ? WHERE id = ?")
+        self._set_summary = p("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?")
+        self._read_for_requeue = p(
+            "SELECT channel, status, ack_code FROM messages WHERE id = ?")
+        self._requeue_deliveries = p(
+            "UPDATE deliveries SET status = ?, attempts = 0, next_attempt_at = ?, "
+            "first_attempt_at = NULL, held = 0, updated_at = ? "
+            "WHERE message_id = ? AND status = ?")
+        self._requeue_message = p(
+            "UPDATE messages SET status = ?, error = NULL, updated_at = ? WHERE id = ?")
 
-    def _markers(self, n: int) -> str:
-        return ", ".join([self._m] * n)
-
-    def write_routings(self, conn: Connection, routings: Sequence[Routing], now: int,
-                       events: list[AuditEvent]) -> None:
+    def write_routings(self, cursor: Statements, routings: Sequence[Routing], now: int,
+                       entries: list[Entry]) -> None:
         """Set each message's status and queue its deliveries with their payloads."""
-        m = self._m
         delivery_rows: list[tuple[Any, ...]] = []
         content_rows: list[tuple[Any, ...]] = []
-        by_status: dict[tuple[str, str | None], list[int]] = {}
-        encoded = ContentKind.ENCODED.value
+        by_status: dict[tuple[Status, str | None], list[int]] = {}
         for r in routings:
-            by_status.setdefault((r.status.value, r.error), []).append(r.message_id)
+            by_status.setdefault((r.status, r.error), []).append(r.message_id)
             for d in r.deliveries:
-                delivery_rows.append((r.message_id, r.channel, d.destination, d.status.value,
+                status = d.status.value
+                delivery_rows.append((r.message_id, r.channel, d.destination, status,
                                       d.lane_key, 0, now, None, 0, d.reason or None, now))
-                if d.payload is not None and d.status is Status.QUEUED:
-                    content_rows.append((r.message_id, encoded, d.destination, now, d.payload))
-            detail: dict[str, Any] = {"status": r.status.value}
-            if r.reason:
-                detail["reason"] = r.reason
-            queued = [d.destination for d in r.deliveries if d.status is Status.QUEUED]
-            if queued:
-                detail["queued"] = ",".join(queued)
-            filtered = [d.destination for d in r.deliveries if d.status is Status.FILTERED]
-            if filtered:
-                detail["filtered"] = ",".join(filtered)
-            events.append(AuditEvent(now, ENGINE_ACTOR, "message.routed", r.message_id,
-                                     r.channel, detail))
+                if d.payload is not None and status == QUEUED:
+                    content_rows.append((r.message_id, ENCODED_KIND, d.destination, now,
+                                         d.payload))
+            entries.append((now, ENGINE_ACTOR, "message.routed", r.message_id, r.channel,
+                            routed_detail(r)))
         # One statement per distinct outcome (nearly always just QUEUED), not one per row:
         # each statement step may wait for the interpreter lock behind the reactor.
-        for (status, error), ids in by_status.items():
-            for start in range(0, len(ids), 10000):
-                chunk = ids[start:start + 10000]
-                conn.exec_driver_sql(
-                    f"UPDATE messages SET status = {m}, error = {m}, updated_at = {m} "
-                    f"WHERE id IN ({self._markers(len(chunk))})", (status, error, now, *chunk))
+        for (status_, error), ids in by_status.items():
+            for sql, chunk in self._set_status.chunks(ids):
+                cursor.execute(sql, (status_.value, error, now, *chunk))
         if delivery_rows:
-            self._insert_delivery.execute(conn, delivery_rows)
+            self._insert_delivery.execute(cursor, delivery_rows)
         if content_rows:
-            self._insert_content.execute(conn, content_rows)
+            self._insert_content.execute(cursor, content_rows)
 
-    def write_outcomes(self, conn: Connection, outcomes: Sequence[DeliveryOutcome], now: int,
-                       events: list[AuditEvent]) -> None:
+    def write_outcomes(self, cursor: Statements, outcomes: Sequence[DeliveryOutcome],
+                       now: int, entries: list[Entry]) -> None:
         """Move deliveries on, keep responses, and re-summarise their messages."""
         if not outcomes:
             return
-        m = self._m
-        sent_first_time = [o for o in outcomes if o.status is Status.SENT and o.attempts == 1]
-        others = [o for o in outcomes if not (o.status is Status.SENT and o.attempts == 1)]
-        # The common outcome (delivered at the first attempt) in one statement per chunk.
-        for start in range(0, len(sent_first_time), 10000):
-            chunk = sent_first_time[start:start + 10000]
-            conn.exec_driver_sql(
-                f"UPDATE deliveries SET status = {m}, attempts = 1, next_attempt_at = {m}, "
-                f"first_attempt_at = COALESCE(first_attempt_at, {m}), held = 0, "
-                f"last_error = NULL, updated_at = {m} "
-                f"WHERE id IN ({self._markers(len(chunk))})",
-                (Status.SENT.value, now, now, now, *(o.delivery_id for o in chunk)))
-        if others:
-            conn.exec_driver_sql(
-                f"UPDATE deliveries SET status = {m}, attempts = {m}, next_attempt_at = {m}, "
-                f"first_attempt_at = {m}, held = {m}, last_error = {m}, updated_at = {m} "
-                f"WHERE id = {m}",
-                [(o.status.value, o.attempts, o.next_attempt_at, o.first_attempt_at,
-                  1 if o.held else 0, o.error, now, o.delivery_id) for o in others])
-        responses = [(o.message_id, ContentKind.RESPONSE.value, o.destination, now, o.response)
-                     for o in outcomes if o.response is not None]
-        if responses:
-            self._insert_content.execute(conn, responses)
+        sent_first_time: list[int] = []
+        others: list[tuple[Any, ...]] = []
+        responses: list[tuple[Any, ...]] = []
+        sent: set[int] = set()
         for o in outcomes:
-            detail: dict[str, Any] = {"destination": o.destination, "status": o.status.value,
-                                      "attempt": o.attempts}
-            if o.detail:
-                detail["detail"] = o.detail
-            if o.held:
-                detail["held"] = 1
-            events.append(AuditEvent(now, ENGINE_ACTOR, "delivery." + o.status.value.lower(),
-                                     o.message_id, o.channel, detail))
+            status = o.status.value
+            if status == SENT:
+                sent.add(o.message_id)
+            if status == SENT and o.attempts == 1:
+                sent_first_time.append(o.delivery_id)
+            else:
+                others.append((status, o.attempts, o.next_attempt_at, o.first_attempt_at,
+                               1 if o.held else 0, o.error, now, o.delivery_id))
+            if o.response is not None:
+                responses.append((o.message_id, RESPONSE_KIND, o.destination, now,
+                                  o.response))
+            entries.append((now, ENGINE_ACTOR, f"delivery.{status.lower()}", o.message_id,
+                            o.channel, outcome_detail(o, status)))
+        # The common outcome (delivered at the first attempt) in one statement per chunk.
+        for sql, chunk in self._sent_first_time.chunks(sent_first_time):
+            cursor.execute(sql, (SENT, now, now, now, *chunk))
+        if others:
+            cursor.executemany(self._update_delivery, others)
+        if responses:
+            self._insert_content.execute(cursor, responses)
         touched = {o.message_id: o.channel for o in outcomes}
-        for mid in self._all_sent(conn, sorted({o.message_id for o in outcomes
-                                                if o.status is Status.SENT}), now):
-            events.append(AuditEvent(now, ENGINE_ACTOR, "message.status", mid,
-                                     touched.pop(mid), {"status": Status.SENT.value}))
-        self.resummarise(conn, touched, now, events)
+        sent_detail = status_detail(SENT)
+        for mid in self._all_sent(cursor, sorted(sent), now):
+            entries.append((now, ENGINE_ACTOR, "message.status", mid, touched.pop(mid),
+                            sent_detail))
+        self.resummarise(cursor, touched, now, entries)
 
-    def _all_sent(self, conn: Connection, ids: list[int], now: int) -> list[int]:
+    def _all_sent(self, cursor: Statements, ids: list[int], now: int) -> list[int]:
         """Mark SENT the messages whose deliveries are now all done; returns their ids.
 
         One statement for the usual case (every destination delivered); anything else
         is left to `resummarise`.
         """
-        m = self._m
         done: list[int] = []
-        for start in range(0, len(ids), 10000):
-            chunk = ids[start:start + 10000]
-            rows = conn.exec_driver_sql(
-                f"UPDATE messages SET status = {m}, updated_at = {m} "
-                f"WHERE id IN ({self._markers(len(chunk))}) AND status <> {m} "
-                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id "
-                f"AND d.status NOT IN ({m}, {m})) RETURNING id",
-                (Status.SENT.value, now, *chunk, Status.SENT.value, Status.SENT.value,
-                 Status.FILTERED.value))
+        for sql, chunk in self._all_sent_sql.chunks(ids):
+            rows = cursor.rows(sql, (SENT, now, *chunk, SENT, SENT, FILTERED))
             done.extend(sorted(r[0] for r in rows))
         return done
 
-    def resummarise(self, conn: Connection, message_channels: dict[int, str], now: int,
-                    events: list[AuditEvent]) -> None:
+    def resummarise(self, cursor: Statements, message_channels: dict[int, str], now: int,
+                    entries: list[Entry]) -> None:
         """Bring each message's status in line with its deliveries; audit real changes."""
         ids = sorted(message_channels)
-        m = self._m
         by_message: dict[int, list[str]] = {}
         current: dict[int, str] = {}
-        for start in range(0, len(ids), 10000):
-            chunk = ids[start:start + 10000]
-            marks = self._markers(len(chunk))
-            for mid, status in conn.exec_driver_sql(
-                    f"SELECT message_id, status FROM deliveries WHERE message_id IN ({marks})",
-                    tuple(chunk)):
+        for sql, chunk in self._delivery_statuses.chunks(ids):
+            for mid, status in cursor.rows(sql, tuple(chunk)):
                 by_message.setdefault(mid, []).append(status)
-            for mid, status in conn.exec_driver_sql(
-                    f"SELECT id, status FROM messages WHERE id IN ({marks})", tuple(chunk)):
+        for sql, chunk in self._message_statuses.chunks(ids):
+            for mid, status in cursor.rows(sql, tuple(chunk)):
                 current[mid] = status
         changes = []
         for mid in ids:
             if mid not in by_message:
                 continue
-            status = summarise(by_message[mid])
-            if current.get(mid) != status.value:
-                changes.append((status.value, now, mid))
-                events.append(AuditEvent(now, ENGINE_ACTOR, "message.status", mid,
-                                         message_channels[mid], {"status": status.value}))
+            status = summarise(by_message[mid]).value
+            if current.get(mid) != status:
+                changes.append((status, now, mid))
+                entries.append((now, ENGINE_ACTOR, "message.status", mid,
+                                message_channels[mid], status_detail(status)))
         if changes:
-            conn.exec_driver_sql(
-                f"UPDATE messages SET status = {m}, updated_at = {m} WHERE id = {m}", changes)
+            cursor.executemany(self._set_summary, changes)
 
-    def requeue(self, conn: Connection, message_ids: Sequence[int], now: int,
+    def requeue(self, cursor: Statements, message_ids: Sequence[int], now: int,
                 events: list[AuditEvent], actor: str) -> tuple[list[int], list[int]]:
         """Reprocess ERROR messages: (re-queued, set back to RECEIVED to route again).
 
@@ -241,23 +313,17 @@ class DeliveryWrites:
         reached a queue (a transformer step failed) is routed again. Messages rejected at
         the door (AR/AE) and messages in any other state are left as they are.
         """
-        m = self._m
         requeued: list[int] = []
         reroute: list[int] = []
         for mid in message_ids:
-            row = conn.exec_driver_sql(
-                f"SELECT channel, status, ack_code FROM messages WHERE id = {m}", (mid,)
-            ).first()
-            if row is None:
+            found = cursor.rows(self._read_for_requeue, (mid,))
+            if not found:
                 continue
-            channel, status, ack = row
+            channel, status, ack = found[0]
             if status != Status.ERROR.value:
                 continue
-            changed = conn.exec_driver_sql(
-                f"UPDATE deliveries SET status = {m}, attempts = 0, next_attempt_at = {m}, "
-                f"first_attempt_at = NULL, held = 0, updated_at = {m} "
-                f"WHERE message_id = {m} AND status = {m}",
-                (Status.QUEUED.value, now, now, mid, Status.ERROR.value)).rowcount
+            changed = cursor.execute(self._requeue_deliveries,
+                                     (Status.QUEUED.value, now, now, mid, Status.ERROR.value))
             if changed:
                 new_status = Status.QUEUED
                 requeued.append(mid)
@@ -266,12 +332,35 @@ class DeliveryWrites:
                 reroute.append(mid)
             else:
                 continue
-            conn.exec_driver_sql(
-                f"UPDATE messages SET status = {m}, error = NULL, updated_at = {m} "
-                f"WHERE id = {m}", (new_status.value, now, mid))
+            cursor.execute(self._requeue_message, (new_status.value, now, mid))
             events.append(AuditEvent(now, actor, "message.reprocess", mid, channel,
                                      {"status": new_status.value}))
         return requeued, reroute
+
+
+def routed_detail(r: Routing) -> str:
+    """The detail JSON of a `message.routed` event, as `detail_json` writes it."""
+    detail = f'{{"status":{json_text(r.status.value)}'
+    if r.reason:
+        detail += f',"reason":{json_text(r.reason)}'
+    queued = [d.destination for d in r.deliveries if d.status is Status.QUEUED]
+    if queued:
+        detail += f',"queued":{json_text(",".join(queued))}'
+    filtered = [d.destination for d in r.deliveries if d.status is Status.FILTERED]
+    if filtered:
+        detail += f',"filtered":{json_text(",".join(filtered))}'
+    return detail + "}"
+
+
+def outcome_detail(o: DeliveryOutcome, status: str) -> str:
+    """The detail JSON of a `delivery.*` event, as `detail_json` writes it."""
+    detail = (f'{{"destination":{json_text(o.destination)},"status":{json_text(status)},'
+              f'"attempt":{o.attempts}')
+    if o.detail:
+        detail += f',"detail":{json_text(o.detail)}'
+    if o.held:
+        detail += ',"held":1'
+    return detail + "}"
 
 
 def fetch_queued(conn: Connection, marker: str, channel: str, destination: str,

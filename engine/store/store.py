@@ -11,18 +11,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
+from itertools import chain
+from operator import methodcaller
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 
-from engine.audit import GENESIS_HASH, ROW_COLUMNS, AuditChain, AuditEvent, verify_rows
+from engine.audit import (
+    GENESIS_HASH,
+    ROW_COLUMNS,
+    AuditChain,
+    AuditEvent,
+    Entry,
+    json_text,
+    verify_rows,
+)
 from engine.store import schema
 from engine.store.deliveries import (
     DeliveryOutcome,
     DeliveryWrites,
+    IdList,
+    Placeholders,
     QueuedDelivery,
     Routing,
     arrival_prefix,
@@ -30,6 +44,7 @@ from engine.store.deliveries import (
     fetch_held_lanes,
     fetch_queued,
     routed_before,
+    status_detail,
 )
 from engine.store.schema import audit_events, contents, messages
 from engine.store.status import ContentKind, Status
@@ -37,6 +52,12 @@ from engine.store.status import ContentKind, Status
 POSITIVE_ACKS = ("AA", "CA")
 T = TypeVar("T")
 ENGINE_ACTOR = "engine"
+RAW_KIND, ACK_KIND = ContentKind.RAW.value, ContentKind.ACK.value
+
+_ACCEPTED = (Status.RECEIVED, Status.RECEIVED.value, "message.received")
+_DUPLICATE = (Status.FILTERED, Status.FILTERED.value, "message.duplicate")
+_REJECTED = (Status.ERROR, Status.ERROR.value, "message.rejected")
+"""What an incoming message becomes: its status, the status as stored, its audit action."""
 
 
 MESSAGE_COLUMNS = (
@@ -63,6 +84,8 @@ CATCH_UP_IDS = (
     "WHERE m >= (SELECT last_value FROM message_ids)"
 )
 """Move the id sequence past rows it did not hand out (copied in from elsewhere)."""
+LAST_HASH = "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1"
+"""The tail of the audit chain as committed."""
 
 
 def positional_marker(paramstyle: str) -> str:
@@ -75,6 +98,75 @@ def positional_marker(paramstyle: str) -> str:
                      "the store needs qmark, format or pyformat")
 
 
+def writer_cursors(dialect: Any) -> tuple[Placeholders, Callable[[Any], Any]]:
+    """The placeholders the writer's statements use, and how its cursor is made.
+
+    With psycopg 3 the writer uses a raw cursor (`$1, $2, …` sent as written); any other
+    driver gets its own positional style and ordinary cursor.
+    """
+    if dialect.driver == "psycopg":
+        from psycopg import RawCursor
+
+        return Placeholders("numeric_dollar"), RawCursor
+    return Placeholders(dialect.paramstyle), methodcaller("cursor")
+
+
+class WriterCursor:
+    """The writer transaction's statements, handed straight to the driver's cursor.
+
+    `Connection.exec_driver_sql` builds an execution context and result metadata for
+    every statement, some 15 µs of the writer thread's time with the interpreter lock
+    held, and the writer needs none of it: its SQL is written for the driver already.
+    Driver errors still come out as SQLAlchemy raises them: parameters hidden (promise
+    6), and a lost connection invalidated, so that the next batch reconnects.
+    """
+
+    def __init__(self, conn: Connection, cursor_factory: Callable[[Any], Any]) -> None:
+        if not conn.in_transaction():
+            conn.begin()  # what is sent here commits or rolls back with `conn`
+        self._conn = conn
+        self._dialect = conn.dialect
+        self._error: type[Exception] = conn.dialect.loaded_dbapi.Error
+        self._dbapi_connection = conn.connection.dbapi_connection
+        assert self._dbapi_connection is not None
+        self._cursor = cursor_factory(self._dbapi_connection)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; how many rows it changed."""
+        try:
+            self._cursor.execute(sql, params)
+        except self._error as error:
+            raise self._failed(error, sql, params) from error
+        return int(self._cursor.rowcount)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per parameter row."""
+        try:
+            self._cursor.executemany(sql, rows)
+        except self._error as error:
+            raise self._failed(error, sql, rows) from error
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a query (or a statement with RETURNING); all its rows."""
+        try:
+            self._cursor.execute(sql, params)
+            return list(self._cursor.fetchall())
+        except self._error as error:
+            raise self._failed(error, sql, params) from error
+
+    def close(self) -> None:
+        """Let go of the driver's cursor (the transaction stays open)."""
+        with suppress(self._error):  # a lost connection's cursor has nothing to release
+            self._cursor.close()
+
+    def _failed(self, error: Exception, sql: str, params: Any) -> BaseException:
+        disconnected = self._dialect.is_disconnect(error, self._dbapi_connection, self._cursor)
+        if disconnected:
+            self._conn.invalidate(error)
+        return DBAPIError.instance(sql, params, error, self._error, hide_parameters=True,
+                                   connection_invalidated=disconnected, dialect=self._dialect)
+
+
 class MultiRowInsert:
     """`INSERT … VALUES (…), (…), …` for many rows in one statement.
 
@@ -83,26 +175,26 @@ class MultiRowInsert:
     thread, so fewer steps is what keeps group commit fast under load.
     """
 
-    def __init__(self, table: str, columns: Sequence[str], paramstyle: str) -> None:
+    def __init__(self, table: str, columns: Sequence[str], placeholders: Placeholders) -> None:
         self._head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        marker = positional_marker(paramstyle)
-        self._row = f"({', '.join([marker] * len(columns))})"
+        self._placeholders = placeholders
+        self._row = f"({', '.join(['?'] * len(columns))})"
         self._rows_per_statement = max(1, MAX_PARAMETERS // len(columns))
         self._sql: dict[int, str] = {}
 
     def _statement(self, rows: int) -> str:
         sql = self._sql.get(rows)
         if sql is None:
-            sql = self._sql[rows] = self._head + ", ".join([self._row] * rows)
+            sql = self._sql[rows] = self._placeholders(
+                self._head + ", ".join([self._row] * rows))
         return sql
 
-    def execute(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    def execute(self, cursor: WriterCursor, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert all rows, in as few statements as the parameter limit allows."""
         step = self._rows_per_statement
         for start in range(0, len(rows), step):
             chunk = rows[start:start + step]
-            conn.exec_driver_sql(self._statement(len(chunk)),
-                                 tuple(value for row in chunk for value in row))
+            cursor.execute(self._statement(len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
 def now_us() -> int:
@@ -239,6 +331,23 @@ def fit_to_columns(msg: IncomingMessage) -> IncomingMessage:
     return replace(msg, **changes) if changes else msg
 
 
+def received_detail(status: str, msg: IncomingMessage, duplicate_of: int | None) -> str:
+    """The detail JSON of a message's first audit event, as `detail_json` writes it.
+
+    Written out directly: one string instead of a dict serialised key by key, for the
+    event every message gets.
+    """
+    detail = (f'{{"status":{json_text(status)},"ack":{json_text(msg.ack_code)},'
+              f'"peer":{json_text(msg.peer)},"control_id":{json_text(msg.control_id)}')
+    if duplicate_of is not None:
+        detail += f',"duplicate_of":{duplicate_of}'
+    if msg.error is not None:
+        detail += f',"error":{json_text(msg.error)}'
+    if msg.parent_id is not None:
+        detail += f',"parent_id":{msg.parent_id}'
+    return detail + "}"
+
+
 class Store:
     """Append raw messages, record transitions, answer queries; nothing more."""
 
@@ -249,18 +358,24 @@ class Store:
         self._next_id = 0
         self._chain: AuditChain | None = None
         self._shared = engine.dialect.name == "postgresql"
-        style = engine.dialect.paramstyle
-        self._marker = positional_marker(style)
-        self._claim_sql = (
+        self._marker = positional_marker(engine.dialect.paramstyle)
+        p, self._cursor_factory = writer_cursors(engine.dialect)
+        self._claim_sql = p(
             "SELECT (SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), "
-            f"nextval('message_ids') FROM generate_series(1, {self._marker})"
+            "nextval('message_ids') FROM generate_series(1, ?)"
         )
-        self._insert_message = MultiRowInsert("messages", MESSAGE_COLUMNS, style)
-        self._insert_content = MultiRowInsert("contents", CONTENT_COLUMNS, style)
-        self._insert_audit = MultiRowInsert("audit_events", ROW_COLUMNS, style)
+        self._insert_message = MultiRowInsert("messages", MESSAGE_COLUMNS, p)
+        self._insert_content = MultiRowInsert("contents", CONTENT_COLUMNS, p)
+        self._insert_audit = MultiRowInsert("audit_events", ROW_COLUMNS, p)
+        self._set_status = IdList(
+            p, "UPDATE messages SET status = ?, error = ?, updated_at = ? WHERE id")
+        self._originals = IdList(
+            p, "SELECT id, channel, sending_application, sending_facility, control_id "
+               "FROM messages WHERE control_id",
+            " AND received_at >= ? AND duplicate_of IS NULL AND ack_code IN (?, ?)")
         self._deliveries = DeliveryWrites(
-            self._marker, MultiRowInsert("deliveries", DELIVERY_COLUMNS, style),
-            self._insert_content)
+            p, MultiRowInsert("deliveries", DELIVERY_COLUMNS, p), self._insert_content,
+            self._set_status)
 
     # -- writing (the writer thread only) ------------------------------------------------
 
@@ -298,7 +413,11 @@ class Store:
         chain_tail = self._chain.last_hash
         next_id = self._next_id
         try:
-            stored = self._write(conn, incoming, transitions, routings, outcomes)
+            cursor = WriterCursor(conn, self._cursor_factory)
+            try:
+                stored = self._write(cursor, incoming, transitions, routings, outcomes)
+            finally:
+                cursor.close()
             conn.commit()
         except BaseException:
             conn.rollback()
@@ -309,72 +428,78 @@ class Store:
 
     def _write(
         self,
-        conn: Connection,
+        cursor: WriterCursor,
         incoming: Sequence[IncomingMessage],
         transitions: Sequence[Transition],
         routings: Sequence[Routing] = (),
         outcomes: Sequence[DeliveryOutcome] = (),
     ) -> list[StoredMessage]:
         assert self._chain is not None
-        ids = self._claim(conn, len(incoming))
-        incoming = [fit_to_columns(msg) for msg in incoming]
+        ids = self._claim(cursor, len(incoming))
         now = now_us()
-        originals = self._find_originals(conn, incoming, now)
+        entries: list[Entry] = []
+        stored = self._receive(cursor, ids, incoming, now, entries)
+        self._apply_transitions(cursor, transitions, now)
+        self._deliveries.write_routings(cursor, routings, now, entries)
+        self._deliveries.write_outcomes(cursor, outcomes, now, entries)
+        for tr in transitions:
+            entries.append((now, ENGINE_ACTOR, "message.status", tr.message_id, tr.channel,
+                            status_detail(tr.status.value, tr.reason)))
+        if entries:
+            self._insert_audit.execute(cursor, self._chain.seal_entries(entries))
+        return stored
+
+    def _receive(
+        self,
+        cursor: WriterCursor,
+        ids: Sequence[int],
+        incoming: Sequence[IncomingMessage],
+        now: int,
+        entries: list[Entry],
+    ) -> list[StoredMessage]:
+        """Insert new messages with their raw content and ACK, each with its audit entry.
+
+        A message the sender got no positive ACK for is rejected (ERROR); one whose key
+        (channel, sending application and facility, control id) was accepted before, in
+        the duplicate window or earlier in this batch, is a duplicate (FILTERED).
+        """
+        incoming = [fit_to_columns(msg) for msg in incoming]
+        originals = self._find_originals(cursor, incoming, now)
         message_rows: list[tuple[Any, ...]] = []
         content_rows: list[tuple[Any, ...]] = []
-        events: list[AuditEvent] = []
         stored: list[StoredMessage] = []
-        raw_kind, ack_kind = ContentKind.RAW.value, ContentKind.ACK.value
         for mid, msg in zip(ids, incoming, strict=True):
             duplicate_of = None
             if msg.error is not None or msg.ack_code not in POSITIVE_ACKS:
-                status, action = Status.ERROR, "message.rejected"
+                status, status_value, action = _REJECTED
             else:
                 key = (msg.channel, msg.sending_application, msg.sending_facility,
                        msg.control_id)
                 duplicate_of = originals.get(key) if msg.control_id else None
                 if duplicate_of is None:
-                    status, action = Status.RECEIVED, "message.received"
+                    status, status_value, action = _ACCEPTED
                     if msg.control_id:
                         originals[key] = mid
                 else:
-                    status, action = Status.FILTERED, "message.duplicate"
+                    status, status_value, action = _DUPLICATE
             message_rows.append((
                 mid, msg.channel, msg.received_at, msg.peer, msg.control_id,
                 msg.message_type, msg.version, msg.sending_application,
-                msg.sending_facility, msg.patient_id, status.value, msg.ack_code,
+                msg.sending_facility, msg.patient_id, status_value, msg.ack_code,
                 duplicate_of, msg.error, now, msg.parent_id,
             ))
-            content_rows.append((mid, raw_kind, None, now, msg.raw))
+            content_rows.append((mid, RAW_KIND, None, now, msg.raw))
             if msg.ack:
-                content_rows.append((mid, ack_kind, None, now, msg.ack))
-            detail: dict[str, Any] = {"status": status.value, "ack": msg.ack_code,
-                                      "peer": msg.peer, "control_id": msg.control_id}
-            if duplicate_of is not None:
-                detail["duplicate_of"] = duplicate_of
-            if msg.error is not None:
-                detail["error"] = msg.error
-            if msg.parent_id is not None:
-                detail["parent_id"] = msg.parent_id
-            events.append(AuditEvent(now, ENGINE_ACTOR, action, mid, msg.channel, detail))
+                content_rows.append((mid, ACK_KIND, None, now, msg.ack))
+            entries.append((now, ENGINE_ACTOR, action, mid, msg.channel,
+                            received_detail(status_value, msg, duplicate_of)))
             stored.append(StoredMessage(mid, msg.channel, status, duplicate_of))
         if message_rows:
-            self._insert_message.execute(conn, message_rows)
-            self._insert_content.execute(conn, content_rows)
-        self._apply_transitions(conn, transitions, now)
-        self._deliveries.write_routings(conn, routings, now, events)
-        self._deliveries.write_outcomes(conn, outcomes, now, events)
-        for tr in transitions:
-            detail = {"status": tr.status.value}
-            if tr.reason:
-                detail["reason"] = tr.reason
-            events.append(AuditEvent(now, ENGINE_ACTOR, "message.status", tr.message_id,
-                                     tr.channel, detail))
-        if events:
-            self._insert_audit.execute(conn, self._chain.rows(events))
+            self._insert_message.execute(cursor, message_rows)
+            self._insert_content.execute(cursor, content_rows)
         return stored
 
-    def _claim(self, conn: Connection, count: int) -> Sequence[int]:
+    def _claim(self, cursor: WriterCursor, count: int) -> Sequence[int]:
         """Ids for `count` new messages; on PostgreSQL first wait for the other writers.
 
         SQLite has one writing process, so ids continue an in-memory counter and the chain
@@ -388,63 +513,50 @@ class Store:
             self._next_id += count
             return range(first, first + count)
         assert self._chain is not None
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+        cursor.execute(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
         if count:
-            rows = conn.exec_driver_sql(self._claim_sql, (count,)).all()
+            rows = cursor.rows(self._claim_sql, (count,))
             self._chain.last_hash = rows[0][0] or GENESIS_HASH
             return sorted(row[1] for row in rows)
-        tail = conn.execute(
-            select(audit_events.c.hash).order_by(audit_events.c.id.desc()).limit(1)
-        ).scalar()
-        self._chain.last_hash = tail or GENESIS_HASH
+        tail = cursor.rows(LAST_HASH)
+        self._chain.last_hash = (tail[0][0] if tail else None) or GENESIS_HASH
         return ()
 
-    def _apply_transitions(self, conn: Connection, transitions: Sequence[Transition],
+    def _apply_transitions(self, cursor: WriterCursor, transitions: Sequence[Transition],
                            now: int) -> None:
         """One UPDATE per distinct (status, error) instead of one per message."""
-        groups: dict[tuple[str, str | None], list[int]] = {}
+        groups: dict[tuple[Status, str | None], list[int]] = {}
         for tr in transitions:
-            groups.setdefault((tr.status.value, tr.error), []).append(tr.message_id)
+            groups.setdefault((tr.status, tr.error), []).append(tr.message_id)
         for (status, error), ids in groups.items():
-            for start in range(0, len(ids), MAX_PARAMETERS):
-                chunk = ids[start:start + MAX_PARAMETERS]
-                conn.exec_driver_sql(
-                    f"UPDATE messages SET status = {self._marker}, error = {self._marker}, "
-                    f"updated_at = {self._marker} WHERE id IN ({self._markers(len(chunk))})",
-                    (status, error, now, *chunk))
+            for sql, chunk in self._set_status.chunks(ids, MAX_PARAMETERS):
+                cursor.execute(sql, (status.value, error, now, *chunk))
 
     def _find_originals(
-        self, conn: Connection, incoming: Sequence[IncomingMessage], now: int
+        self, cursor: WriterCursor, incoming: Sequence[IncomingMessage], now: int
     ) -> dict[tuple[str, str, str, str], int]:
         """Earlier accepted messages that incoming ones would duplicate, by their key."""
         control_ids = {m.control_id for m in incoming if m.control_id and m.error is None}
         if not control_ids or self.duplicate_window_us <= 0:
             return {}
         since = now - self.duplicate_window_us
-        m = self._marker
         found: dict[tuple[str, str, str, str], int] = {}
-        ids = sorted(control_ids)
-        for start in range(0, len(ids), MAX_PARAMETERS):
-            chunk = ids[start:start + MAX_PARAMETERS]
-            rows = conn.exec_driver_sql(
-                "SELECT id, channel, sending_application, sending_facility, control_id "
-                f"FROM messages WHERE control_id IN ({self._markers(len(chunk))}) "
-                f"AND received_at >= {m} AND duplicate_of IS NULL "
-                f"AND ack_code IN ({m}, {m})",
-                (*chunk, since, *POSITIVE_ACKS))
-            for mid, channel, app, facility, control_id in rows:
+        for sql, chunk in self._originals.chunks(sorted(control_ids), MAX_PARAMETERS):
+            for mid, channel, app, facility, control_id in cursor.rows(
+                    sql, (*chunk, since, *POSITIVE_ACKS)):
                 found.setdefault((channel, app, facility, control_id), mid)
         return found
-
-    def _markers(self, n: int) -> str:
-        return ", ".join([self._marker] * n)
 
     def reprocess(self, message_ids: Sequence[int], actor: str = ENGINE_ACTOR
                   ) -> tuple[list[int], list[int]]:
         """Re-queue ERROR messages (writer thread): (re-queued, to be routed again)."""
         def requeue(conn: Connection) -> tuple[tuple[list[int], list[int]], list[AuditEvent]]:
             events: list[AuditEvent] = []
-            result = self._deliveries.requeue(conn, message_ids, now_us(), events, actor)
+            cursor = WriterCursor(conn, self._cursor_factory)
+            try:
+                result = self._deliveries.requeue(cursor, message_ids, now_us(), events, actor)
+            finally:
+                cursor.close()
             return result, events
 
         return self.apply_and_audit(requeue)
@@ -465,10 +577,14 @@ class Store:
         assert self._chain is not None
         chain_tail = self._chain.last_hash
         try:
-            self._claim(conn, 0)
-            result, events = change(conn)
-            if events:
-                self._insert_audit.execute(conn, self._chain.rows(events))
+            cursor = WriterCursor(conn, self._cursor_factory)
+            try:
+                self._claim(cursor, 0)
+                result, events = change(conn)
+                if events:
+                    self._insert_audit.execute(cursor, self._chain.rows(events))
+            finally:
+                cursor.close()
             conn.commit()
         except BaseException:
             conn.rollback()
