@@ -430,8 +430,9 @@ def _rename_code(step: RenameCodeStep) -> StepFunction:
         if not (usual if d is DEFAULT_DELIMITERS else literal(d)):
             message.recode(path, old.code, old.system, replacement)
             return
-        for k in message.mentioning(path.segment, old.code):
-            message.recode(_occurrence(path, k), old.code, old.system, replacement)
+        within = message.mentioning(path.segment, old.code)
+        if within:
+            message.recode(path, old.code, old.system, replacement, within=within)
 
     return run
 

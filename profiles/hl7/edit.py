@@ -73,10 +73,17 @@ def _trimmed(parts: list[str]) -> list[str]:
 
 def _put(text: str, separator: str, index: int, value: str) -> str:
     """``text`` with its ``index``-th (1-based) part replaced, padded and trimmed."""
+    return _put_parts(text, separator, [(index, value)])
+
+
+def _put_parts(text: str, separator: str, values: Iterable[tuple[int, str]]) -> str:
+    """``text`` with each (index, value) part replaced, padded and trimmed once: the same as
+    one ``_put`` after another, since trimming only drops what padding would restore."""
     parts = text.split(separator)
-    if index > len(parts):
-        parts.extend([""] * (index - len(parts)))
-    parts[index - 1] = value
+    for index, value in values:
+        if index > len(parts):
+            parts.extend([""] * (index - len(parts)))
+        parts[index - 1] = value
     return separator.join(_trimmed(parts))
 
 
@@ -91,7 +98,8 @@ class EditableMessage:
         """Segments as written (no terminators); ``charset`` is MSH-18's first repetition."""
         self.delimiters = delimiters
         self._codec = codec
-        self._charset = charset
+        # MSH-18 as the codec was chosen from it; None: as MSH-18 reads until it is edited.
+        self._charset: str | None = charset
         texts = list(segments)
         field = delimiters.field
         self._names = [text.partition(field)[0] for text in texts]
@@ -103,7 +111,7 @@ class EditableMessage:
     def from_message(cls, message: Message) -> EditableMessage:
         """An editable copy of ``message``, with its delimiters and character set."""
         new = cls(message.segment_texts(), message.delimiters, message.codec)
-        new._charset = new.get("MSH-18")  # read as Message reads it: the same text
+        new._charset = None  # the codec is MSH-18's: read it only if an edit changes it
         return new
 
     @classmethod
@@ -221,6 +229,8 @@ class EditableMessage:
     @property
     def codec(self) -> str:
         """The codec ``encode`` uses: MSH-18's, re-read if an edit changed MSH-18."""
+        if self._charset is None:  # MSH-18 never edited
+            return self._codec
         charset = self.get("MSH-18")
         if charset == self._charset:
             return self._codec
@@ -282,6 +292,8 @@ class EditableMessage:
         code: str,
         system: str | None,
         replacement: tuple[str | None, str | None, str | None],
+        *,
+        within: Iterable[int] | None = None,
     ) -> int:
         """Give coded values (``code^text^system``, as CE/CWE/CNE write them) new parts.
 
@@ -290,12 +302,19 @@ class EditableMessage:
         ``system`` has each part of ``replacement`` (code, text, system) that is not None
         written in, escaped as ``set`` escapes. The result is that of ``get`` and ``set``
         place by place, in one pass over the segments; returns how many places changed.
+
+        ``within`` names the segments to visit (1-based among those of the path's name, as
+        ``mentioning`` gives them) for a path without a segment index.
         """
         path = _path(path)
         name, number = path.segment, path.field
         indices = self._indices(name)
-        if path.segment_index is None:
-            numbers: Iterable[int] = range(1, len(indices) + 1)
+        if within is not None:
+            if path.segment_index is not None:
+                raise ValueError(f"{path}: give a segment index or within, not both")
+            numbers: Iterable[int] = [k for k in within if 1 <= k <= len(indices)]
+        elif path.segment_index is None:
+            numbers = range(1, len(indices) + 1)
         else:
             numbers = [path.segment_index] if path.segment_index <= len(indices) else []
         if name == "MSH" and number in (1, 2):  # a delimiter field: ``get`` and ``set`` rules
@@ -310,8 +329,7 @@ class EditableMessage:
             for r in range(1, len(reps) + 1) if path.repetition is None else [path.repetition]:
                 text = reps[r - 1] if r <= len(reps) else ""
                 if self._has_code(text, code, system):
-                    for component, value in parts:
-                        text = _put(text, self.delimiters.component, component, value)
+                    text = _put_parts(text, self.delimiters.component, parts)
                     self._put_repetition(index, name, number, r, text)
                     reps = self._repetitions(index, name, number)
                     changed += 1
@@ -476,6 +494,8 @@ class EditableMessage:
     def _fields_for_edit(self, index: int, name: str, number: int) -> tuple[list[str], int]:
         """Segment ``index`` as its editable list of fields, long enough to hold field
         ``number``, and that field's position in the list."""
+        if number == 18 and name == "MSH" and self._charset is None:
+            self._charset = self.get("MSH-18")  # as it was, for ``codec`` to compare
         segment = self._segments[index]
         if type(segment) is str:
             parts = self._split.pop(index, None)

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from profiles.hl7.charsets import codec_for
 from profiles.hl7.delimiters import DEFAULT_DELIMITERS, Delimiters
 from profiles.hl7.edit import EditableMessage, EditError
 from profiles.hl7.escape import escape
-from profiles.hl7.message import component_value, value_at
+from profiles.hl7.message import Message, component_value, value_at
 from profiles.hl7.path import Path
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -146,3 +147,29 @@ def test_escape_agrees_with_replacing_every_special_character(text: str,
                                                               d: Delimiters) -> None:
     """escape skips the copy when nothing needs escaping, with the same result."""
     assert escape(text, d) == _escape_by_table(text, d)
+
+
+charsets = st.sampled_from(["", "UNICODE UTF-8", "8859/1", "ASCII", "~UNICODE UTF-8", "x"])
+
+
+@PROPERTY
+@given(msh18=charsets, edits=st.lists(st.tuples(
+    st.sampled_from(["MSH-18", "MSH-18[2]", "MSH-18.1", "MSH-5", "PID-3", "MSH-17"]), charsets),
+    max_size=4), copied=st.booleans())
+def test_codec_is_re_read_only_when_msh18_changes(
+    msh18: str, edits: list[tuple[str, str]], copied: bool
+) -> None:
+    """codec answers as comparing MSH-18 now with MSH-18 as parsed would answer."""
+    raw = f"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.6|||||{msh18}\rPID|1||é\r"
+    message = EditableMessage.parse(raw.encode("utf-8"))
+    original = Message.parse(raw.encode("utf-8"))
+    for path, value in edits:
+        message.set(path, value)
+        if copied:
+            message = message.copy()
+    charset = message.get("MSH-18")
+    if charset == original.get("MSH-18"):
+        expected = original.codec
+    else:
+        expected = codec_for(charset) or ("ascii" if message.text.isascii() else "utf-8")
+    assert message.codec == expected
