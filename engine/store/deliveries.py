@@ -16,7 +16,9 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from engine.audit import AuditEvent, Entry, json_text
+from engine.store.schema import deliveries as deliveries_table
 from engine.store.status import ContentKind, Status
+from engine.store.text import storable, storable_or_none
 
 ENGINE_ACTOR = "engine"
 QUEUED, SENT, FILTERED = Status.QUEUED.value, Status.SENT.value, Status.FILTERED.value
@@ -163,6 +165,9 @@ class QueuedDelivery:
     payload: bytes | None = field(default=None, repr=False)
 
 
+LANE_KEY_LENGTH: int = deliveries_table.c.lane_key.type.length  # type: ignore[attr-defined]
+
+
 def summarise(statuses: Iterable[str]) -> Status:
     """A message's status from its deliveries' statuses (promise 2's visible states)."""
     seen = set(statuses)
@@ -212,11 +217,13 @@ class DeliveryWrites:
         content_rows: list[tuple[Any, ...]] = []
         by_status: dict[tuple[Status, str | None], list[int]] = {}
         for r in routings:
-            by_status.setdefault((r.status, r.error), []).append(r.message_id)
+            by_status.setdefault((r.status, storable_or_none(r.error)), []).append(
+                r.message_id)
             for d in r.deliveries:
                 status = d.status.value
                 delivery_rows.append((r.message_id, r.channel, d.destination, status,
-                                      d.lane_key, 0, now, None, 0, d.reason or None, now))
+                                      storable(d.lane_key, LANE_KEY_LENGTH), 0, now, None, 0,
+                                      storable(d.reason) or None, now))
                 if d.payload is not None and status == QUEUED:
                     content_rows.append((r.message_id, ENCODED_KIND, d.destination, now,
                                          d.payload))
@@ -249,7 +256,8 @@ class DeliveryWrites:
                 sent_first_time.append(o.delivery_id)
             else:
                 others.append((status, o.attempts, o.next_attempt_at, o.first_attempt_at,
-                               1 if o.held else 0, o.error, now, o.delivery_id))
+                               1 if o.held else 0, storable_or_none(o.error), now,
+                               o.delivery_id))
             if o.response is not None:
                 responses.append((o.message_id, RESPONSE_KIND, o.destination, now,
                                   o.response))

@@ -48,6 +48,7 @@ from engine.store.deliveries import (
 )
 from engine.store.schema import audit_events, contents, messages
 from engine.store.status import ContentKind, Status
+from engine.store.text import storable, storable_or_none
 
 POSITIVE_ACKS = ("AA", "CA")
 T = TypeVar("T")
@@ -325,9 +326,9 @@ def fit_to_columns(msg: IncomingMessage) -> IncomingMessage:
     for name, limit in _FITTED_COLUMNS:
         value = getattr(msg, name)
         if len(value) > limit or "\x00" in value:
-            changes[name] = value.replace("\x00", "\ufffd")[:limit]
+            changes[name] = storable(value, limit)
     if msg.error is not None and "\x00" in msg.error:
-        changes["error"] = msg.error.replace("\x00", "\ufffd")
+        changes["error"] = storable(msg.error)
     return replace(msg, **changes) if changes else msg
 
 
@@ -527,7 +528,8 @@ class Store:
         """One UPDATE per distinct (status, error) instead of one per message."""
         groups: dict[tuple[Status, str | None], list[int]] = {}
         for tr in transitions:
-            groups.setdefault((tr.status, tr.error), []).append(tr.message_id)
+            groups.setdefault((tr.status, storable_or_none(tr.error)), []).append(
+                tr.message_id)
         for (status, error), ids in groups.items():
             for sql, chunk in self._set_status.chunks(ids, MAX_PARAMETERS):
                 cursor.execute(sql, (status.value, error, now, *chunk))

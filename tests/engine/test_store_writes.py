@@ -183,3 +183,36 @@ def test_a_refused_batch_raises_sqlalchemys_error_without_its_values(store: Stor
     assert [r["control_id"] for r in store.list_messages()] == ["K1", "K2"]
     assert after.id > first.id
     assert store.verify_audit() == (2, None)
+
+
+def test_text_from_messages_and_peers_never_fails_a_batch(store: Store) -> None:
+    """A NUL or an over-long lane key in a reason, an error or a lane (text that comes from a
+    message or a peer) is stored replaced and cut, the same on both backends, instead of
+    failing the transaction and every other message in it."""
+    first, second = store.commit_batch([incoming("T1"), incoming("T2")])
+    lane = "MRN\x00" + "9" * 400
+    store.commit_batch([], routings=[
+        Routing(first.id, "inbound", Status.ERROR, "step failed", "ValueError: bad\x00value"),
+        Routing(second.id, "inbound", Status.QUEUED, deliveries=[
+            NewDelivery("ehr", b"MSH|payload", lane, Status.QUEUED),
+            NewDelivery("archive", None, "", Status.FILTERED, "filtered\x00here")]),
+    ])
+    with store.engine.begin() as conn:
+        error = conn.exec_driver_sql(
+            f"SELECT error FROM messages WHERE id = {first.id}").scalar()
+        rows = conn.exec_driver_sql(
+            "SELECT id, destination, lane_key, last_error FROM deliveries "
+            f"WHERE message_id = {second.id} ORDER BY destination").all()
+    assert error == "ValueError: bad\ufffdvalue"
+    (archive_id, _, _, archive_error), (ehr_id, _, ehr_lane, _) = rows
+    assert archive_error == "filtered\ufffdhere"
+    assert ehr_lane == ("MRN\ufffd" + "9" * 400)[:250]
+    store.commit_batch([], outcomes=[DeliveryOutcome(
+        ehr_id, second.id, "inbound", "ehr", Status.QUEUED, 2, now_us(), now_us(),
+        "AE from the EHR: \x00")])
+    with store.engine.begin() as conn:
+        last_error = conn.exec_driver_sql(
+            f"SELECT last_error FROM deliveries WHERE id = {ehr_id}").scalar()
+    assert last_error == "AE from the EHR: \ufffd"
+    assert archive_id != ehr_id
+    assert store.verify_audit()[1] is None
