@@ -22,6 +22,9 @@ class Ingest:
 
     With a `confirm` hook (channels answering after delivery) the Deferred fires only
     when the hook's does, with `DELIVERY_UNCONFIRMED` when delivery did not succeed.
+    While routing is far behind (`Router.room`) the answer waits for it to catch up, at
+    most a few seconds: the message is already committed, and senders that wait for
+    their ACKs slow down instead of filling the store with messages nobody can route yet.
     """
 
     def __init__(self, writer: GroupCommitWriter, router: Router,
@@ -39,6 +42,12 @@ class Ingest:
             return stored
         waiting = self._confirm(stored.id) if self._confirm is not None else None
         self._router.route(stored.id, stored.channel, raw)
+        room = self._router.room()
+        if room is not None:  # routing is behind: the sender waits a little for its ACK
+            if waiting is None:
+                return room.addCallback(lambda _: stored)
+            return room.addCallback(lambda _: waiting).addCallback(
+                lambda ok: stored if ok else DELIVERY_UNCONFIRMED)
         if waiting is None:
             return stored
         return waiting.addCallback(lambda ok: stored if ok else DELIVERY_UNCONFIRMED)

@@ -49,6 +49,8 @@ ROOM_HIGH = 5000
 ROOM_LOW = 2500
 """Messages waiting for a decision above which sources hold their answers (`room`), and
 below which they answer again."""
+ROOM_MAX_WAIT_SECONDS = 5.0
+"""The longest an answer is held for room: well inside any sender's ACK timeout."""
 _STATUS = {Verdict.QUEUED: Status.QUEUED, Verdict.FILTERED: Status.FILTERED,
            Verdict.ERROR: Status.ERROR}
 
@@ -85,7 +87,7 @@ class Router:
         self._pending: list[tuple[int, str, bytes]] = []
         self._scheduled = False
         self._inflight: set[defer.Deferred[None]] = set()
-        self._room: list[defer.Deferred[None]] = []
+        self._room: list[tuple[defer.Deferred[None], Any]] = []
         self.backlog = 0
         """Messages handed over whose decision is not made yet."""
         self.routed = 0
@@ -159,8 +161,15 @@ class Router:
         if self.backlog < ROOM_HIGH:
             return None
         d: defer.Deferred[None] = defer.Deferred()
-        self._room.append(d)
+        timer = self._clock.callLater(ROOM_MAX_WAIT_SECONDS, self._give_room, d)
+        self._room.append((d, timer))
         return d
+
+    @staticmethod
+    def _give_room(d: defer.Deferred[None]) -> None:
+        """Answer anyway after a while: a sender must not time out over our backlog."""
+        if not d.called:
+            d.callback(None)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -179,8 +188,10 @@ class Router:
         self.backlog -= size
         if self._room and self.backlog <= ROOM_LOW:
             waiting, self._room = self._room, []
-            for room in waiting:
-                room.callback(None)
+            for room, timer in waiting:
+                if timer.active():
+                    timer.cancel()
+                self._give_room(room)
         if isinstance(result, Failure):
             log.error("routing a batch failed ({kind}); its messages stay RECEIVED",
                       kind=result.type.__name__)

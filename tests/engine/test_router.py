@@ -6,8 +6,9 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from channels.mllp_source import Received
 from channels.pipeline import Decision, Verdict
-from engine.router import MAX_BATCH, ROOM_HIGH, ROOM_LOW, Router
+from engine.router import MAX_BATCH, ROOM_HIGH, ROOM_LOW, ROOM_MAX_WAIT_SECONDS, Router
 
 
 class HeldWorkers:
@@ -83,3 +84,40 @@ def test_drain_decides_everything_handed_over() -> None:
         workers.answer_next()
     assert drained.called
     assert len(recorded) == MAX_BATCH + 10
+
+
+def test_an_answer_is_held_for_room_a_few_seconds_at_most() -> None:
+    router, clock, _, _ = make_router()
+    for mid in range(ROOM_HIGH):
+        router.route(mid, "inbound", b"raw")
+    room = router.room()
+    assert room is not None
+    clock.advance(ROOM_MAX_WAIT_SECONDS - 0.1)
+    assert not room.called
+    clock.advance(0.1)
+    assert room.called
+
+
+def test_ingest_answers_once_routing_has_room() -> None:
+    """The commit's result reaches the source only when the router has room again."""
+    from engine.ingest import Ingest
+    from engine.store.status import Status
+    from engine.store.store import StoredMessage
+
+    class Writer:
+        def submit(self, message: Any) -> defer.Deferred[StoredMessage]:
+            return defer.succeed(StoredMessage(ROOM_HIGH + 1, "inbound", Status.RECEIVED, None))
+
+    router, clock, workers, _ = make_router()
+    for mid in range(ROOM_HIGH):
+        router.route(mid, "inbound", b"raw")
+    clock.advance(0)
+    received = Received("inbound", 0.0, "peer", b"MSH|^~\\&|x", "AA", None, None)
+    answers: list[Any] = []
+    Ingest(Writer(), router)(received).addCallback(answers.append)  # type: ignore[arg-type]
+    assert answers == []
+    while workers.batches and not answers:
+        workers.answer_next()
+        clock.advance(0)
+    assert router.backlog <= ROOM_LOW
+    assert [a.id for a in answers] == [ROOM_HIGH + 1]
