@@ -27,6 +27,7 @@ from engine.alerts.monitor import AlertMonitor
 from engine.alerts.receivers import build_receivers, receiver_names
 from engine.audit import AuditEvent
 from engine.config import EngineConfig
+from engine.delivery.queue import StoreQueue
 from engine.deployment import Deployment, listen_mllp
 from engine.devices.service import DeviceData
 from engine.ingest import Ingest
@@ -87,15 +88,10 @@ class EngineService(Service):
         """Run a store read on the reader threads, never on the reactor."""
         return deferToThreadPool(self.reactor, self._readers, fn, *args, **kwargs)
 
-    def _fetcher(self, channel: str, destination: str) -> Any:
-        store = self.store
-        assert store is not None
-
-        def fetch(after: int, limit: int) -> defer.Deferred[Any]:
-            return self._read(store.claim, channel, destination, node=self.node_id,
-                              after_id=after, limit=limit)
-
-        return fetch
+    def _fetcher(self, channel: str, destination: str) -> StoreQueue:
+        """A destination queue's reads and lane leases, on the store-reader threads."""
+        assert self.store is not None
+        return StoreQueue(self.store, self._read, channel, destination, self.node_id)
 
     def source_for(self, channel: str) -> MLLPSource:
         """The receiving logic (ACK after commit) shared by every source of a channel."""

@@ -9,7 +9,7 @@ reactor thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -372,20 +372,44 @@ def outcome_detail(o: DeliveryOutcome, status: str) -> str:
 
 
 def fetch_queued(conn: Connection, marker: str, channel: str, destination: str,
-                 after_id: int, limit: int) -> list[QueuedDelivery]:
-    """QUEUED rows of one destination after `after_id`, in arrival order, with payloads."""
+                 after_id: int, limit: int, *, payloads: bool = True) -> list[QueuedDelivery]:
+    """QUEUED rows of one destination after `after_id`, in arrival order, with payloads
+    unless `payloads` is false (`fill_payloads` adds them to the rows a claim keeps)."""
     m = marker
+    payload, contents_join = "NULL", ""
+    if payloads:
+        payload = "c.data"
+        contents_join = ("LEFT JOIN contents c ON c.message_id = d.message_id "
+                         "AND c.kind = 'encoded' AND c.destination = d.destination ")
     rows = conn.exec_driver_sql(
         "SELECT d.id, d.message_id, d.channel, d.lane_key, d.attempts, d.next_attempt_at, "
-        "d.first_attempt_at, msg.control_id, msg.message_type, msg.received_at, c.data "
+        f"d.first_attempt_at, msg.control_id, msg.message_type, msg.received_at, {payload} "
         "FROM deliveries d JOIN messages msg ON msg.id = d.message_id "
-        "LEFT JOIN contents c ON c.message_id = d.message_id AND c.kind = 'encoded' "
-        "AND c.destination = d.destination "
+        f"{contents_join}"
         f"WHERE d.destination = {m} AND d.channel = {m} AND d.status = {m} AND d.id > {m} "
         f"ORDER BY d.id LIMIT {m}",
         (destination, channel, Status.QUEUED.value, after_id, limit))
     return [QueuedDelivery(r[0], r[1], r[2], destination, r[3], r[4], r[5], r[6], r[7], r[8],
                            r[9], None if r[10] is None else bytes(r[10])) for r in rows]
+
+
+def fill_payloads(conn: Connection, marker: str, destination: str,
+                  rows: list[QueuedDelivery]) -> None:
+    """Give claimed rows their encoded payloads (PostgreSQL: one array parameter).
+
+    A claim on a shared store reads past rows of other nodes' lanes; only the rows it
+    keeps need their payloads, so those are read in a second statement.
+    """
+    if not rows:
+        return
+    m = marker
+    found = dict(conn.exec_driver_sql(
+        "SELECT message_id, data FROM contents "
+        f"WHERE kind = 'encoded' AND destination = {m} AND message_id = ANY({m})",
+        (destination, [r.message_id for r in rows])).all())
+    for r in rows:
+        data = found.get(r.message_id)
+        r.payload = None if data is None else bytes(data)
 
 
 def fetch_held_lanes(conn: Connection, marker: str, channel: str,
@@ -398,45 +422,135 @@ def fetch_held_lanes(conn: Connection, marker: str, channel: str,
     return {r[0] for r in rows}
 
 
+LEASE_SECONDS = 30.0
+"""How long a lane stays with a node that stops renewing its lease (crashed, stalled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one read of a destination's queue gives a node.
+
+    `position` is how far the read got: every QUEUED row after the read's start up to it
+    is in `rows`, was held by the queue already (`have`) or belongs to a lane another node
+    holds (`others`), so the queue's cursor may move there; rows of such lanes come back
+    at a read from the start. `more` says the read
+    stopped at its limit, not at the end of the queue or at a cut, so there may be rows
+    further on.
+    """
+
+    rows: list[QueuedDelivery]
+    held: set[str]
+    """Lanes stopped behind a dead letter (`on_exhausted: hold`)."""
+    position: int
+    more: bool
+    others: set[str] = field(default_factory=set)
+    """Lanes of the rows read whose lease another node holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneClaim:
+    """`claim_lanes`' answer: the rows kept, the lanes other nodes hold, and how many of
+    the rows given were gone through before the first row another transaction locked."""
+
+    rows: list[QueuedDelivery]
+    others: set[str]
+    considered: int
+
+
+def claim_reach(read: list[QueuedDelivery], considered: int, after_id: int,
+                limit: int) -> tuple[int, bool]:
+    """A claim's `position` and `more`: up to the last of the first `considered` rows read
+    (those before any cut), reading on only when no row was cut and the read was full."""
+    position = read[considered - 1].id if considered else after_id
+    return position, considered == len(read) and len(read) >= limit
+
+
+def lease_queue(channel: str, destination: str) -> str:
+    """A destination's name in `lane_leases`."""
+    return f"{channel}/{destination}"
+
+
 def claim_lanes(conn: Connection, marker: str, channel: str, destination: str,
-                rows: list[QueuedDelivery], node: str, now: int,
-                lease_us: int) -> list[QueuedDelivery]:
+                rows: list[QueuedDelivery], node: str, now: int, lease_us: int,
+                have: Collection[int] = ()) -> LaneClaim:
     """Keep only rows of lanes this node holds, taking or renewing each lane's lease.
 
     Several nodes share one PostgreSQL: an ordered lane is delivered by one node at a
-    time. A lease is taken when free or expired and renewed while the node has work in it;
-    a node that dies loses its lanes when their leases expire. The rows of held lanes are
-    then locked with `FOR UPDATE SKIP LOCKED` for the rest of the claim's transaction, so
-    two nodes meeting at a lease's expiry never both take a row. The claim ends before
-    the first skipped row (rows arrive in id order): the queue's cursor moves to the last
-    row it got, so a lane cut there and continued in a later claim would send that lane's
-    later rows ahead of the skipped one.
+    time. A lease is taken when free or expired and renewed while the node has work in it
+    (here for every lane read, and by the queue's `renew_leases`); a node that dies loses
+    its lanes when their leases expire, one that drains a lane releases it
+    (`release_leases`). The rows of held lanes are then locked with `FOR UPDATE SKIP
+    LOCKED` for the rest of the claim's transaction, so two nodes meeting at a lease's
+    expiry never both take a row. The claim ends before the first skipped row (rows
+    arrive in id order): the queue's cursor must not pass it, or a lane cut there and
+    continued in a later claim would send that lane's later rows ahead of the skipped one.
+    Rows in `have` (the queue holds them already) are neither locked nor kept again.
+    """
+    keys = sorted({r.lane_key for r in rows})
+    if not keys:
+        return LaneClaim([], set(), 0)
+    held = take_leases(conn, marker, lease_queue(channel, destination), keys, node, now,
+                       lease_us)
+    others = set(keys) - held
+    mine = [r.id for r in rows if r.lane_key in held and r.id not in have]
+    if not mine:
+        return LaneClaim([], others, len(rows))
+    m = marker
+    locked = {row[0] for row in conn.exec_driver_sql(
+        f"SELECT id FROM deliveries WHERE id = ANY({m}) FOR UPDATE SKIP LOCKED", (mine,))}
+    claimed = []
+    for i, r in enumerate(rows):
+        if r.lane_key not in held or r.id in have:
+            continue
+        if r.id not in locked:
+            return LaneClaim(claimed, others, i)
+        claimed.append(r)
+    return LaneClaim(claimed, others, len(rows))
+
+
+def take_leases(conn: Connection, marker: str, queue: str, keys: list[str], node: str,
+                now: int, lease_us: int) -> set[str]:
+    """Take or renew the leases of `keys` (free, expired or this node's) in one statement;
+    the keys this node now holds. Rows are locked in key order, as every node does, so
+    two claims never wait on each other in a cycle."""
+    m = marker
+    return {row[0] for row in conn.exec_driver_sql(
+        "INSERT INTO lane_leases (destination, lane_key, node, expires_at) "
+        f"SELECT {m}, k, {m}, {m} FROM unnest({m}::text[]) AS k ORDER BY k "
+        "ON CONFLICT (destination, lane_key) DO UPDATE "
+        "SET node = excluded.node, expires_at = excluded.expires_at "
+        f"WHERE lane_leases.node = excluded.node OR lane_leases.expires_at < {m} "
+        "RETURNING lane_key", (queue, node, now + lease_us, keys, now))}
+
+
+def renew_leases(conn: Connection, marker: str, queue: str, keys: list[str], node: str,
+                 now: int, lease_us: int) -> set[str]:
+    """Extend this node's leases of `keys`; the keys it still holds.
+
+    A lease that ran out but that no other node took is still this node's to renew: no
+    one else can have sent from the lane meanwhile. One that another node took, or took
+    and released, is gone.
     """
     m = marker
-    queue = f"{channel}/{destination}"
-    held: set[str] = set()
-    for key in sorted({r.lane_key for r in rows}):
-        got = conn.exec_driver_sql(
-            "INSERT INTO lane_leases (destination, lane_key, node, expires_at) "
-            f"VALUES ({m}, {m}, {m}, {m}) ON CONFLICT (destination, lane_key) DO UPDATE "
-            "SET node = excluded.node, expires_at = excluded.expires_at "
-            f"WHERE lane_leases.node = excluded.node OR lane_leases.expires_at < {m} "
-            "RETURNING lane_key",
-            (queue, key, node, now + lease_us, now)).first()
-        if got is not None:
-            held.add(key)
-    mine = [r for r in rows if r.lane_key in held]
-    if not mine:
-        return []
-    locked = {row[0] for row in conn.exec_driver_sql(
-        f"SELECT id FROM deliveries WHERE id IN ({', '.join([m] * len(mine))}) "
-        "FOR UPDATE SKIP LOCKED", tuple(r.id for r in mine))}
-    claimed = []
-    for r in mine:
-        if r.id not in locked:
-            break
-        claimed.append(r)
-    return claimed
+    return {row[0] for row in conn.exec_driver_sql(
+        f"UPDATE lane_leases SET expires_at = {m} WHERE destination = {m} AND lane_key IN "
+        f"({_OWN_LEASES.format(m=m)}) RETURNING lane_key",
+        (now + lease_us, queue, queue, node, keys))}
+
+
+def release_leases(conn: Connection, marker: str, queue: str, keys: list[str],
+                   node: str) -> None:
+    """Give up this node's leases of `keys` (only those it holds), so another node can
+    take those lanes at its next read instead of waiting for the leases to expire."""
+    m = marker
+    conn.exec_driver_sql(
+        f"DELETE FROM lane_leases WHERE destination = {m} AND lane_key IN "
+        f"({_OWN_LEASES.format(m=m)})", (queue, queue, node, keys))
+
+
+_OWN_LEASES = ("SELECT lane_key FROM lane_leases WHERE destination = {m} AND node = {m} "
+               "AND lane_key = ANY({m}) ORDER BY lane_key FOR UPDATE")
+"""This node's leases among some keys, locked in key order like every claim's."""
 
 
 def routed_before(conn: Connection, marker: str, channel: str, since: int) -> int | None:
@@ -459,7 +573,7 @@ def arrival_prefix(rows: list[QueuedDelivery], floor: int | None) -> list[Queued
     message left behind is older than: no row after the run, and no message not yet
     routed (`floor`, the oldest such message id, or None).
 
-    The queue's cursor moves to the last row it is given, so a row left out comes back
+    The queue's cursor may move to the last row of the run, so a row left out comes back
     in a later claim; one older than a row already given would then be sent after it.
     """
     after = [0] * (len(rows) + 1)

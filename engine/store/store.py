@@ -10,7 +10,7 @@ transactions, so ids stay unique and the audit chain stays one chain.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from itertools import chain
@@ -33,6 +33,8 @@ from engine.audit import (
 )
 from engine.store import schema
 from engine.store.deliveries import (
+    LEASE_SECONDS,
+    Claim,
     DeliveryOutcome,
     DeliveryWrites,
     IdList,
@@ -41,8 +43,13 @@ from engine.store.deliveries import (
     Routing,
     arrival_prefix,
     claim_lanes,
+    claim_reach,
     fetch_held_lanes,
     fetch_queued,
+    fill_payloads,
+    lease_queue,
+    release_leases,
+    renew_leases,
     routed_before,
     status_detail,
 )
@@ -627,9 +634,10 @@ class Store:
             return fetch_queued(conn, self._marker, channel, destination, after_id, limit)
 
     def claim(self, channel: str, destination: str, *, node: str, after_id: int = 0,
-              limit: int = 1000, lease_seconds: float = 30.0
-              ) -> tuple[list[QueuedDelivery], set[str]]:
-        """What a node may deliver next for one destination, and which lanes are held.
+              limit: int = 1000, lease_seconds: float = LEASE_SECONDS,
+              have: Collection[int] = ()) -> Claim:
+        """What a node may deliver next for one destination, how far it read, and which
+        lanes are held behind a dead letter.
 
         One process owns a SQLite store, so there it is a plain read. On PostgreSQL the
         rows stop where a message left behind would be older than one given: not routed
@@ -637,19 +645,53 @@ class Store:
         after a younger one (`arrival_prefix`). Then only lanes whose lease this node holds
         are kept, and their rows are locked with SKIP LOCKED, the claim ending before the
         first skipped row (`claim_lanes`): a later message of a lane must never go first.
+        Rows of lanes other nodes hold are read past (the claim's `position`), so a queue
+        behind a thousand of them still reaches its own. Rows in `have` (the node holds
+        them already, a read from the start going over them again) are not given again;
+        only the rows given are locked and read with their payloads.
         """
         with self.engine.connect() as conn:
+            m = self._marker
+            if not self._shared:
+                rows = fetch_queued(conn, m, channel, destination, after_id, limit)
+                held = fetch_held_lanes(conn, m, channel, destination)
+                conn.commit()
+                position, more = claim_reach(rows, len(rows), after_id, limit)
+                return Claim(rows, held, position, more)
             lease_us = int(lease_seconds * 1e6)
-            floor = (routed_before(conn, self._marker, channel, now_us() - lease_us)
-                     if self._shared else None)
-            rows = fetch_queued(conn, self._marker, channel, destination, after_id, limit)
-            if self._shared:
-                rows = arrival_prefix(rows, floor)
-                rows = claim_lanes(conn, self._marker, channel, destination, rows, node,
-                                   now_us(), lease_us)
-            held = fetch_held_lanes(conn, self._marker, channel, destination)
+            floor = routed_before(conn, m, channel, now_us() - lease_us)
+            read = fetch_queued(conn, m, channel, destination, after_id, limit,
+                                payloads=False)
+            lanes = claim_lanes(conn, m, channel, destination, arrival_prefix(read, floor),
+                                node, now_us(), lease_us, have)
+            fill_payloads(conn, m, destination, lanes.rows)
+            held = fetch_held_lanes(conn, m, channel, destination)
             conn.commit()
-            return rows, held
+            position, more = claim_reach(read, lanes.considered, after_id, limit)
+            return Claim(lanes.rows, held, position, more, lanes.others)
+
+    def renew_leases(self, channel: str, destination: str, *, node: str,
+                     lanes: Iterable[str], lease_seconds: float = LEASE_SECONDS) -> set[str]:
+        """Extend this node's leases of `lanes` in one statement; the lanes it still holds
+        (all of them on SQLite, which takes no leases)."""
+        keys = sorted(set(lanes))
+        if not self._shared or not keys:
+            return set(keys)
+        with self.engine.connect() as conn:
+            kept = renew_leases(conn, self._marker, lease_queue(channel, destination), keys,
+                                node, now_us(), int(lease_seconds * 1e6))
+            conn.commit()
+            return kept
+
+    def release_leases(self, channel: str, destination: str, *, node: str,
+                       lanes: Iterable[str]) -> None:
+        """Give up this node's leases of `lanes` (a no-op on SQLite)."""
+        keys = sorted(set(lanes))
+        if not self._shared or not keys:
+            return
+        with self.engine.connect() as conn:
+            release_leases(conn, self._marker, lease_queue(channel, destination), keys, node)
+            conn.commit()
 
     def held_lanes(self, channel: str, destination: str) -> set[str]:
         """Lanes of a destination stopped behind a dead-lettered message."""
