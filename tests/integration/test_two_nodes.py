@@ -9,6 +9,7 @@ a file) must get every message once, and each patient's messages in that order.
 
 from __future__ import annotations
 
+import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -16,7 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_delivery import DEADLINE, all_in, in_order, oru, sink_on, write_channel
+from engine.store.store import Store, now_us
+from tests.integration.test_delivery import (
+    DEADLINE,
+    all_in,
+    in_order,
+    oru,
+    patient_of,
+    peer,
+    send_all,
+    sink_on,
+    write_channel,
+)
 from tests.support import (
     free_port,
     msa,
@@ -80,3 +92,76 @@ def test_two_nodes_deliver_every_message_once_and_each_lane_in_order(
     assert len(received) == total
     for patient in PATIENTS:
         in_order([cid for cid in received if cid.startswith(patient + "-")], sent[patient])
+
+
+def lease_of(store: Store, lane: str) -> tuple[str, int] | None:
+    """(node, expires_at) of a lane's lease on the `pumps/ehr` queue, or None."""
+    with store.engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT node, expires_at FROM lane_leases WHERE destination = 'pumps/ehr' "
+            "AND lane_key = %s", (lane,)).first()
+    return None if row is None else (row[0], row[1])
+
+
+def statuses_of(store: Store, prefix: str) -> list[str]:
+    return [m["status"] for m in store.list_messages(channel="pumps")
+            if m["control_id"].startswith(prefix)]
+
+
+def test_a_node_reads_past_a_lane_another_holds_and_takes_a_drained_lane_at_once(
+        tmp_path: Path, postgres_url: str) -> None:
+    """Node a delivers patient P, and once P has drained its lease is gone. Then a holds
+    patient BIG with more rows than one read (the EHR never answers BIG) and dies, its
+    lease of BIG still running. Node b, started after, delivers P's next messages and
+    patient Q's, queued behind BIG's rows, before that lease runs out: its reads go on
+    past BIG's rows, and P was handed over without waiting for an expiry."""
+    ehr_port = free_port()
+    sources = {"a": free_port(), "b": free_port()}
+    big = [f"BIG-{n:04d}" for n in range(1050)]
+    with ExitStack() as stack:
+        ehr = stack.enter_context(peer(
+            lambda payload, nth: None if patient_of(payload) == "BIG" else "AA",
+            port=ehr_port))
+        for node, port in sources.items():
+            write_channel(tmp_path / f"channels-{node}", "pumps", port, ehr_port,
+                          destination={"lanes": "PID-3.1"})
+        env = {"INTERLINK_STORE_URL": postgres_url}
+
+        node_a = start_with_channels(tmp_path / "data-a", tmp_path / "channels-a",
+                                     [sources["a"]], {**env, "INTERLINK_NODE_ID": "a"})
+        stack.callback(node_a.stop, signal.SIGKILL)
+        store = stack.enter_context(store_of(node_a, postgres_url))
+        first = [f"P-{n:03d}" for n in range(5)]
+        answers = send_all(sources["a"], [[oru(cid, "P") for cid in first]])
+        assert set(answers.values()) == {"AA"}
+        wait_until(lambda: statuses_of(store, "P-") == ["SENT"] * 5, "P's messages SENT")
+        wait_until(lambda: lease_of(store, "P") is None, "a released the drained lane P")
+
+        answers = send_all(sources["a"], [[oru(cid, "BIG") for cid in big[i::4]]
+                                          for i in range(4)])
+        assert set(answers.values()) == {"AA"}
+        wait_until(lambda: statuses_of(store, "BIG-") == ["QUEUED"] * len(big),
+                   "BIG's messages routed")
+        wait_until(lambda: any(cid.startswith("BIG-") for cid in ehr.control_ids()),
+                   "a sending BIG's first message")
+        node_a.stop(signal.SIGKILL)
+        held = lease_of(store, "BIG")
+        assert held is not None and held[0] == "a"
+
+        node_b = stack.enter_context(running(start_with_channels(
+            tmp_path / "data-b", tmp_path / "channels-b", [sources["b"]],
+            {**env, "INTERLINK_NODE_ID": "b"})))
+        assert node_b.proc.poll() is None
+        later = [f"P-{n:03d}" for n in range(5, 10)]
+        others = [f"Q-{n:03d}" for n in range(10)]
+        answers = send_all(sources["b"], [[oru(cid, "P") for cid in later],
+                                          [oru(cid, "Q") for cid in others]])
+        assert set(answers.values()) == {"AA"}
+        wait_until(lambda: statuses_of(store, "P-") + statuses_of(store, "Q-")
+                   == ["SENT"] * 20, "P's and Q's messages SENT")
+        assert lease_of(store, "BIG") == held, "b waited for a's lease of BIG to run out"
+        assert held[1] > now_us()
+        received = ehr.control_ids()
+
+    in_order([cid for cid in received if cid.startswith("P-")], first + later)
+    in_order([cid for cid in received if cid.startswith("Q-")], others)
