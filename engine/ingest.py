@@ -44,10 +44,12 @@ class Ingest:
         self._router.route(stored.id, stored.channel, raw)
         room = self._router.room()
         if room is not None:  # routing is behind: the sender waits a little for its ACK
-            if waiting is None:
-                return room.addCallback(lambda _: stored)
-            return room.addCallback(lambda _: waiting).addCallback(
-                lambda ok: stored if ok else DELIVERY_UNCONFIRMED)
+            return room.addCallback(lambda _: self._confirmed(stored, waiting))
+        return self._confirmed(stored, waiting)
+
+    @staticmethod
+    def _confirmed(stored: StoredMessage, waiting: defer.Deferred[bool] | None) -> Any:
+        """The stored message, once delivery confirmed it where the channel waits for that."""
         if waiting is None:
             return stored
         return waiting.addCallback(lambda ok: stored if ok else DELIVERY_UNCONFIRMED)
