@@ -37,6 +37,8 @@ Configs = Callable[[], Mapping[str, Any]]
 RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Waits before starting a worker again after it ended by itself, growing per failure."""
 STOP_GRACE_SECONDS = 5.0
+ANSWER_SECONDS = 60.0
+"""A batch not answered by then means a stuck worker: it is ended and replaced."""
 
 
 class WorkersUnavailable(Exception):
@@ -64,7 +66,16 @@ class _Child(protocol.ProcessProtocol):
         d: defer.Deferred[list[Any]] = defer.Deferred()
         self._waiting.append(d)
         self.send(("decide", list(items)))
+        timer = self._pool.clock.callLater(self._pool.answer_seconds, self._overdue, d)
+        d.addBoth(_cancel_timer, timer)
         return d
+
+    def _overdue(self, d: defer.Deferred[list[Any]]) -> None:
+        """No answer in time (a stuck process): end it; its batches go back to the router."""
+        if not d.called:
+            log.error("pipeline worker gave no answer in {s:g} s; restarting it",
+                      s=self._pool.answer_seconds)
+            _kill(self)
 
     def outReceived(self, data: bytes) -> None:
         try:
@@ -94,8 +105,11 @@ class PipelineWorkers:
 
     def __init__(self, reactor: Any, count: int, configs: Configs, *,
                  executable: str = sys.executable,
-                 restart_seconds: Sequence[float] = RESTART_SECONDS) -> None:
+                 restart_seconds: Sequence[float] = RESTART_SECONDS,
+                 answer_seconds: float = ANSWER_SECONDS) -> None:
         self._reactor = reactor
+        self.clock = reactor
+        self.answer_seconds = answer_seconds
         self._restart_seconds = tuple(restart_seconds)
         self._count = count
         self._configs = configs
@@ -178,3 +192,9 @@ class PipelineWorkers:
 def _kill(child: _Child) -> None:
     with contextlib.suppress(error.ProcessExitedAlready):
         child.transport.signalProcess("KILL")
+
+
+def _cancel_timer(result: Any, timer: Any) -> Any:
+    if timer.active():
+        timer.cancel()
+    return result

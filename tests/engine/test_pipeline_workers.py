@@ -230,3 +230,30 @@ def test_channels_that_deduplicate_are_never_sent_to_workers() -> None:
                     workers=workers)  # type: ignore[arg-type]
     route_all(router, clock, [(1, "pcd", b"x")])
     assert workers.asked == []
+
+
+class StuckWorkerTests(unittest.TestCase):
+    """A worker that does not answer in time is ended; its batch goes back to the router."""
+
+    @defer.inlineCallbacks
+    def test_a_stuck_worker_is_replaced(self) -> Any:
+        config, pipeline = inbound_config()
+        workers = PipelineWorkers(reactor, 1, lambda: {config.name: config},
+                                  restart_seconds=(0.1,), answer_seconds=1.0)
+        workers.start()
+        self.addCleanup(workers.stop)
+        for _ in range(600):
+            if workers.ready:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        [child] = workers._children
+        os.kill(child.transport.pid, signal.SIGSTOP)  # alive, but answering nothing
+        stuck = workers.decide([(1, config.name, corpus_messages(1)[0])])
+        yield self.assertFailure(stuck, WorkersUnavailable)
+        for _ in range(600):
+            if workers.ready:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        raw = corpus_messages(1)[0]
+        answers = yield workers.decide([(2, config.name, raw)])
+        self.assertEqual(answers, [pipeline.run(raw)])
