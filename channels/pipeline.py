@@ -202,7 +202,8 @@ class ChannelPipeline:
         assert message is not None
         notes = [prepared.note] if prepared.note else []
         sightings = prepared.sightings
-        repeated = {o.obx: seen[o.key] for o in prepared.observations if o.key in seen}
+        repeated = ({o.obx: seen[o.key] for o in prepared.observations if o.key in seen}
+                    if seen else {})
         if repeated:
             owners = {str(obx): owner for obx, owner in repeated.items()}
             if len(repeated) == len({o.obx for o in prepared.observations}):

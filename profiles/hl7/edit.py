@@ -73,7 +73,11 @@ def _trimmed(parts: list[str]) -> list[str]:
 
 def _put(text: str, separator: str, index: int, value: str) -> str:
     """``text`` with its ``index``-th (1-based) part replaced, padded and trimmed."""
-    return _put_parts(text, separator, [(index, value)])
+    parts = text.split(separator)
+    if index > len(parts):
+        parts.extend([""] * (index - len(parts)))
+    parts[index - 1] = value
+    return separator.join(_trimmed(parts))
 
 
 def _put_parts(text: str, separator: str, values: Iterable[tuple[int, str]]) -> str:
@@ -157,7 +161,7 @@ class EditableMessage:
         """The value at ``path`` ('' when absent), exactly as ``Message.get`` reads it."""
         path = _path(path)
         raw = self._raw(path)
-        return "" if raw is None else self._value(raw, path)
+        return "" if raw is None else value_at(raw, path, self.delimiters, self._codec)
 
     def get_all(self, path: str | Path) -> list[str]:
         """Every value at ``path``: all matching segments and repetitions unless indexed."""
@@ -165,12 +169,13 @@ class EditableMessage:
         indices = self._indices(path.segment)
         if path.segment_index is not None:
             indices = indices[path.segment_index - 1 : path.segment_index]
+        d, codec = self.delimiters, self._codec
         values: list[str] = []
         for i in indices:
             reps = self._repetitions(i, path.segment, path.field)
             if path.repetition is not None:
                 reps = reps[path.repetition - 1 : path.repetition]
-            values.extend(self._value(rep, path) for rep in reps)
+            values += [value_at(rep, path, d, codec) for rep in reps]
         return values
 
     def get_raw(self, path: str | Path) -> str:
@@ -403,24 +408,21 @@ class EditableMessage:
                 by_name.setdefault(n, []).append(i)
         return by_name.get(name, _NONE)
 
-    def _parts(self, index: int) -> list[str]:
-        """Segment ``index`` split on the field separator (cached; do not mutate)."""
-        segment = self._segments[index]
-        if type(segment) is not str:
-            return segment
-        parts = self._split.get(index)
-        if parts is None:
-            parts = self._split[index] = segment.split(self.delimiters.field)
-        return parts
-
     def _field(self, index: int, name: str, number: int) -> str:
-        """Field ``number`` of segment ``index`` as written; MSH-1 is the separator itself."""
-        d = self.delimiters
+        """Field ``number`` of segment ``index`` as written; MSH-1 is the separator itself.
+
+        An untouched segment is split once and its fields kept in ``_split``.
+        """
         if name == "MSH":
             if number == 1:
-                return d.field
+                return self.delimiters.field
             number -= 1
-        parts = self._parts(index)
+        parts = self._segments[index]
+        if type(parts) is str:
+            split = self._split.get(index)
+            if split is None:
+                split = self._split[index] = parts.split(self.delimiters.field)
+            parts = split
         return parts[number] if number < len(parts) else ""
 
     def _repetitions(self, index: int, name: str, number: int) -> list[str]:
@@ -439,14 +441,11 @@ class EditableMessage:
         r = path.repetition or 1
         return reps[r - 1] if r <= len(reps) else None
 
-    def _value(self, text: str, path: Path) -> str:
-        return value_at(text, path, self.delimiters, self._codec)
-
     def _escape(self, value: str) -> str:
         if not isinstance(value, str):
             raise EditError(f"a value must be text, not {type(value).__name__}")
         text = escape(value, self.delimiters)
-        if _CONTROL.search(text):
+        if not text.isprintable() and _CONTROL.search(text):  # isprintable: a quick no
             esc = self.delimiters.escape
             text = _CONTROL.sub(lambda m: f"{esc}X{ord(m.group()):02X}{esc}", text)
         return text

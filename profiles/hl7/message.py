@@ -78,7 +78,7 @@ def component_value(text: str, component: int, d: Delimiters, codec: str) -> str
     a path that stops at a component (outside MSH-1 and MSH-2): decoded unless it has
     sub-components."""
     if d.component in text:
-        parts = text.split(d.component)
+        parts = text.split(d.component, component)  # no further than the one wanted
         text = parts[component - 1] if component <= len(parts) else ""
     elif component != 1:
         return ""
