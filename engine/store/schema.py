@@ -29,7 +29,11 @@ message_ids = Sequence("message_ids", metadata=metadata)
 messages = Table(
     "messages",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    # On SQLite an INTEGER PRIMARY KEY is the row id itself: no separate unique index to
+    # keep up on every insert, and a lookup by id goes straight to the row. (Stores made
+    # before this keep their BIGINT key and its index; both read and write alike.)
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=False),
     Column("channel", String(128), nullable=False),
     Column("received_at", BigInteger, nullable=False),
     Column("peer", String(128), nullable=False, default=""),

@@ -252,13 +252,21 @@ class Transition:
     error: str | None = None
 
 
+SQLITE_PAGE_SIZE = 8192
+"""Bytes per page of a new SQLite store. A 2 KB device message fills more than half of a
+4 KiB page, so there each raw message had a page to itself; 8 KiB pages hold three with
+their ACKs: a third less file and WAL per message, and fewer frames in every commit."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL with synchronous=FULL: a committed message survives power loss.
 
-    Incremental auto-vacuum lets retention give pruned pages back to the file system; it
-    takes effect only on a store created with it (a no-op on older files).
+    The page size and incremental auto-vacuum (which lets retention give pruned pages
+    back to the file system) take effect only on a store created with them (no-ops on
+    older files); the page size must come first.
     """
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
@@ -398,6 +406,9 @@ class Store:
                 self._chain = AuditChain()
                 self._writer = conn
                 return conn
+            # A batch's multi-row INSERT keeps a statement journal; past 64 KiB SQLite
+            # moves it to a temporary file, created and removed in every commit.
+            conn.exec_driver_sql("PRAGMA temp_store=MEMORY")
             last_id = conn.execute(select(func.max(messages.c.id))).scalar()
             last_hash = conn.execute(
                 select(audit_events.c.hash).order_by(audit_events.c.id.desc()).limit(1)

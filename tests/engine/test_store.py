@@ -3,19 +3,23 @@ it refuses to forget, alone and with several processes writing to one PostgreSQL
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+from sqlalchemy.schema import CreateTable
 
 from engine.audit import AuditEvent
-from engine.store.schema import audit_events
+from engine.store.schema import audit_events, messages
 from engine.store.status import ContentKind, Status
 from engine.store.store import (
     MAX_PARAMETERS,
     MESSAGE_COLUMNS,
+    SQLITE_PAGE_SIZE,
     IncomingMessage,
     Store,
     Transition,
@@ -68,6 +72,45 @@ def test_sqlite_is_wal_with_full_sync(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert raw.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert (tmp_path / "store.db-wal").exists()
+    store.close()
+
+
+def test_new_sqlite_store_has_large_pages_and_message_ids_as_row_ids(tmp_path: Path) -> None:
+    """A new store packs several 2 KB messages per page and keeps no second index on
+    message ids: the id column is SQLite's row id."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.commit_batch([incoming("C1")])
+    with store.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw.execute("PRAGMA page_size").fetchone()[0] == SQLITE_PAGE_SIZE
+        indexes = [r[0] for r in raw.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")]
+    assert indexes and not [name for name in indexes if name.startswith("sqlite_autoindex")]
+    store.close()
+
+
+def test_store_made_with_small_pages_and_a_bigint_key_still_works(tmp_path: Path) -> None:
+    """A file created before: 4 KiB pages and `id BIGINT PRIMARY KEY` (a separate unique
+    index). It opens, keeps its page size, continues ids and routes as before."""
+    path = tmp_path / "old.db"
+    ddl = str(CreateTable(messages).compile(dialect=sqlite_dialect()))
+    old_ddl = ddl.replace("id INTEGER NOT NULL", "id BIGINT NOT NULL")
+    assert old_ddl != ddl
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA page_size=4096")
+        db.execute(old_ddl)
+    store = open_store(f"sqlite:///{path}")
+    first = store.commit_batch([incoming("O1"), incoming("O2")])
+    store.close()
+    store = open_store(f"sqlite:///{path}")
+    [third] = store.commit_batch([incoming("O3")])
+    assert [m.id for m in first] + [third.id] == [1, 2, 3]
+    store.commit_batch([], [Transition(third.id, "inbound", Status.FILTERED, "test")])
+    [row] = store.list_messages(message_id=third.id)
+    assert row["status"] == "FILTERED" and row["control_id"] == "O3"
+    with store.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw.execute("PRAGMA page_size").fetchone()[0] == 4096
     store.close()
 
 
