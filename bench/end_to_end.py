@@ -15,7 +15,8 @@ between runs on shared machines.
 
 Each load runs twice by default (`--lanes none patient`): once with one lane in arrival
 order over one EHR connection (every message waits for the previous one's ACK: the rate
-of one MLLP conversation), once with lanes by patient (PID-3.1) over 4 EHR connections.
+of one MLLP conversation), once with lanes by patient (PID-3.1) over one EHR connection
+per patient of the simulated unit (8).
 
     .venv/bin/python bench/end_to_end.py [--duration 15] [--connections 10 100]
                                          [--lanes none patient]
@@ -63,11 +64,12 @@ destinations:
 """
 LANES = {
     "none": ("", 1),
-    "patient": ("\n    lanes: PID-3.1", 4),
+    "patient": ("\n    lanes: PID-3.1", UNIT["monitors"]),
 }
 """Delivery order: `none` is one lane in arrival order over one connection (each message
 waits for the previous one's ACK); `patient` keeps each patient's order and delivers
-different patients in parallel over 4 connections."""
+different patients in parallel, each over a connection of its own (one patient per
+monitor)."""
 
 
 def write_simulated(corpus: Path) -> str:
@@ -251,7 +253,7 @@ def report(connections: int, duration: float, ceiling: dict[str, Any],
     ratio = engine["received_per_s"] / ceiling["msgs_per_s"] if ceiling["msgs_per_s"] else 0.0
     lat, queue = engine["latency_ms"], engine["queue"]
     order = ("one lane in arrival order, 1 EHR connection" if lanes == "none"
-             else "lanes by patient (PID-3.1), 4 EHR connections")
+             else f"lanes by patient (PID-3.1), {UNIT['monitors']} EHR connections")
     print(f"\n{connections} connections, {duration:g} s of load, {messages} "
           f"(the first is {engine['load']['message_bytes']} bytes); delivery: {order}")
     print(f"  ceiling (bare Twisted + SQLite, ACK only)  {ceiling['msgs_per_s']:>9,.0f} msg/s")
