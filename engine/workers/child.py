@@ -1,7 +1,8 @@
 """A pipeline worker process: `python -m engine.workers.child`, started by the engine.
 
-It says `("ready",)` once its imports are done, then reads requests from stdin and writes
-answers to stdout, one frame each (`engine.workers.framing`), strictly in order:
+It says `("ready",)` once its imports are done, then reads requests from and writes
+answers to the socket the engine gave it as fd 3, one frame each
+(`engine.workers.framing`), strictly in order:
 
 - `("paths", [...])`: the engine's import path, so hooks import here as they do there;
 - `("configure", {channel: ChannelConfig})`: the deployed channels, compiled here once;
@@ -11,18 +12,22 @@ answers to stdout, one frame each (`engine.workers.framing`), strictly in order:
   the message itself), or a `Defect` naming the exception type when a pipeline raised.
 
 The worker holds no state but the compiled pipelines and touches no store, socket or
-file: everything it decides goes back to the engine, which records it. It exits when stdin
-closes. Anything printed by hooks goes to stderr, never into the frames.
+file: everything it decides goes back to the engine, which records it. It exits when the
+socket closes. Anything printed by hooks goes to stderr (the engine maps its stdout there),
+never into the frames.
 """
 
 from __future__ import annotations
 
-import os
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from engine.workers.framing import FrameReader, encode
+
+FRAME_FD = 3
+"""The engine's socket, as `engine.workers.pool` passes it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +97,9 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
 
 
 def main() -> int:
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a hook's print() must not corrupt the frames
-    serve(sys.stdin.buffer, answers)
+    with socket.socket(fileno=FRAME_FD) as frames, frames.makefile("rb") as requests, \
+            frames.makefile("wb") as answers:
+        serve(requests, answers)
     return 0
 
 

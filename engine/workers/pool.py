@@ -5,6 +5,12 @@ message, and on the reactor thread it would hold up every ACK and every delivery
 it. Workers run the same compiled channels in their own processes (their own interpreter
 lock, another core), so the reactor only hands over raw messages and records decisions.
 
+Frames go both ways over a UNIX socket pair (the child's end is its fd 3), not the
+child's stdin and stdout: Twisted reads a process pipe 8 KiB per reactor turn, and a
+batch's answer (a thousand transformed messages, megabytes) then took hundreds of turns
+on a busy reactor while the worker waited. The socket is read up to `READ_BYTES` a turn,
+with buffers large enough that a batch crosses in a few.
+
 A worker is told the deployed channels before the first batch it decides after any
 change (a redeploy makes new config objects, so a change is seen by identity). Batches are
 split over the workers and answered in order. When no worker can answer (still starting,
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +32,7 @@ from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from engine.workers.child import FRAME_FD
 from engine.workers.framing import FrameReader, encode
 
 log = Logger()
@@ -39,28 +47,61 @@ RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 STOP_GRACE_SECONDS = 5.0
 ANSWER_SECONDS = 60.0
 """A batch not answered by then means a stuck worker: it is ended and replaced."""
+READ_BYTES = 1 << 20
+"""The most of a worker's frames read, or sent, in one go on the reactor thread."""
+SOCKET_BUFFER_BYTES = 4 << 20
+"""Asked of the kernel for each direction of the frame socket (it may give less)."""
 
 
 class WorkersUnavailable(Exception):
     """No worker can decide this batch now; the caller decides it itself."""
 
 
+class _Frames(protocol.Protocol):
+    """A worker's frame socket, read in large pieces; everything goes to its `_Child`."""
+
+    def __init__(self, child: _Child) -> None:
+        self._child = child
+
+    def connectionMade(self) -> None:
+        # Both are FileDescriptor attributes: bytes read per turn, bytes sent per write.
+        self.transport.bufferSize = READ_BYTES  # type: ignore[attr-defined]
+        self.transport.SEND_LIMIT = READ_BYTES  # type: ignore[attr-defined]
+        self._child.framesConnected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._child.framesReceived(data)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._child.framesLost()
+
+
 class _Child(protocol.ProcessProtocol):
-    """One worker process: requests out on stdin, answers in from stdout, in order."""
+    """One worker process: requests out and answers in over its frame socket, in order."""
 
     def __init__(self, pool: PipelineWorkers) -> None:
         self._pool = pool
         self._reader = FrameReader()
+        self._frames: _Frames | None = None
+        self._closing = False
         self._waiting: deque[defer.Deferred[list[Any]]] = deque()
         self.configured: tuple[tuple[str, int], ...] | None = None
         self.running = False
         self.ended: defer.Deferred[None] = defer.Deferred()
 
-    def connectionMade(self) -> None:
+    def framesConnected(self, frames: _Frames) -> None:
+        self._frames = frames
         self.send(("paths", list(sys.path)))
 
     def send(self, request: tuple[Any, ...]) -> None:
-        self.transport.write(encode(request))
+        if self._frames is not None:
+            self._frames.transport.write(encode(request))
+
+    def close(self) -> None:
+        """Close the frame socket: the worker reads its end and exits."""
+        self._closing = True
+        if self._frames is not None:
+            self._frames.transport.loseConnection()
 
     def decide(self, items: Sequence[Item]) -> defer.Deferred[list[Any]]:
         d: defer.Deferred[list[Any]] = defer.Deferred()
@@ -77,12 +118,12 @@ class _Child(protocol.ProcessProtocol):
                       s=self._pool.answer_seconds)
             _kill(self)
 
-    def outReceived(self, data: bytes) -> None:
+    def framesReceived(self, data: bytes) -> None:
         try:
             answers = self._reader.feed(data)
         except Exception:  # a broken stream: end the child, its batches go back
             log.error("pipeline worker sent something unreadable; restarting it")
-            self.transport.signalProcess("KILL")
+            _kill(self)
             return
         for answer in answers:
             if answer[0] == "ready":
@@ -91,8 +132,17 @@ class _Child(protocol.ProcessProtocol):
             elif answer[0] == "decided" and self._waiting:
                 self._waiting.popleft().callback(answer[1])
 
+    def framesLost(self) -> None:
+        """The socket closed: asked to, or the worker is ending (or must: it cannot be
+        reached any more)."""
+        self._frames = None
+        self.running = False
+        if not self._closing:
+            _kill(self)
+
     def processEnded(self, reason: Failure) -> None:
         self.running = False
+        self.close()
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             d.errback(WorkersUnavailable("pipeline worker ended"))
@@ -132,10 +182,19 @@ class PipelineWorkers:
         if self._stopping:
             return
         child = _Child(self)
-        self._children.append(child)
-        self._reactor.spawnProcess(
-            child, self._executable, [self._executable, "-m", "engine.workers.child"],
-            env=dict(os.environ), path=os.getcwd(), childFDs={0: "w", 1: "r", 2: 2})
+        ours, theirs = frame_socket_pair()
+        try:
+            # The worker's stdout goes to stderr: a hook's print() stays out of the frames.
+            self._reactor.spawnProcess(
+                child, self._executable, [self._executable, "-m", "engine.workers.child"],
+                env=dict(os.environ), path=os.getcwd(),
+                childFDs={1: 2, 2: 2, FRAME_FD: theirs.fileno()})
+            self._children.append(child)
+            factory = protocol.Factory.forProtocol(lambda: _Frames(child))
+            self._reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, factory)
+        finally:
+            ours.close()  # the reactor and the child each hold their own copy now
+            theirs.close()
 
     def _ended(self, child: _Child, reason: Failure) -> None:
         if child in self._children:
@@ -178,15 +237,26 @@ class PipelineWorkers:
                 child.configured = signature
 
     def stop(self) -> defer.Deferred[None]:
-        """End the workers: close their input, and kill those still there after a grace."""
+        """End the workers: close their sockets, and kill those still there after a grace."""
         self._stopping = True
         ending = []
         for child in list(self._children):
-            child.transport.closeStdin()
+            child.close()
             timer = self._reactor.callLater(STOP_GRACE_SECONDS, _kill, child)
             child.ended.addBoth(lambda _, t=timer: t.cancel() if t.active() else None)
             ending.append(child.ended)
         return defer.DeferredList(ending).addCallback(lambda _: None)
+
+
+def frame_socket_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair of UNIX stream sockets with large buffers; ours non-blocking."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for end in (ours, theirs):
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            with contextlib.suppress(OSError):
+                end.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+    ours.setblocking(False)
+    return ours, theirs
 
 
 def _kill(child: _Child) -> None:

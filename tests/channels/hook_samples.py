@@ -61,3 +61,9 @@ class Namespace:
     def is_male(message: FieldReader) -> bool:
         """A filter hook reached through a class attribute."""
         return message.get("PID-8") == "M"
+
+
+def chatty_tag_ward(message: EditableMessage) -> None:
+    """A transformer hook that prints while it works, as debugging hooks do."""
+    print("looking at", message.get("MSH-10"), "x" * 5000)
+    message.set("PV1-3.1", "HOOKED")

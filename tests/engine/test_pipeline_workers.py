@@ -13,12 +13,14 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from channels.catalog import load_channel
-from channels.pipeline import Decision, Verdict
+from channels.hooks import HookLoader
+from channels.pipeline import ChannelPipeline, Decision, Verdict
+from channels.transforms import PythonStep
 from engine.router import Router
 from engine.store.status import Status
 from engine.workers.child import Defect, Worker
 from engine.workers.framing import FrameReader, encode
-from engine.workers.pool import PipelineWorkers, WorkersUnavailable
+from engine.workers.pool import SOCKET_BUFFER_BYTES, PipelineWorkers, WorkersUnavailable
 from tests.support import REPO
 
 CHANNEL = REPO / "conf" / "channels" / "inbound.yaml"
@@ -106,6 +108,34 @@ class PipelineWorkersTests(unittest.TestCase):
         answers = yield self.workers.decide([(i, self.config.name, raw)
                                              for i, raw in enumerate(messages)])
         self.assertEqual(answers, [self.pipeline.run(raw) for raw in messages])
+
+    @defer.inlineCallbacks
+    def test_a_batch_of_megabytes_crosses_whole(self) -> Any:
+        """Requests and answers far larger than the socket's buffers arrive complete."""
+        yield self.wait_ready(2)
+        messages = [raw + f"NTE|1||copy {i}\r".encode()
+                    for i, raw in enumerate(corpus_messages() * 300)]
+        items = [(i, self.config.name, raw) for i, raw in enumerate(messages)]
+        assert len(encode(("decide", items))) > SOCKET_BUFFER_BYTES
+        answers = yield self.workers.decide(items)
+        self.assertEqual(answers, [self.pipeline.run(raw) for raw in messages])
+
+    @defer.inlineCallbacks
+    def test_what_a_hook_prints_stays_out_of_the_frames(self) -> Any:
+        """A hook writing to stdout in the worker does not corrupt the answers."""
+        yield self.wait_ready(2)
+        config = self.config.model_copy(update={"transformer": [
+            *self.config.transformer,
+            PythonStep(python="tests.channels.hook_samples:chatty_tag_ward")]})
+        self.configs = {config.name: config}
+        pipeline = ChannelPipeline(config, HookLoader())
+        messages = corpus_messages() * 4
+        answers = yield self.workers.decide([(i, config.name, raw)
+                                             for i, raw in enumerate(messages)])
+        self.assertEqual(answers, [pipeline.run(raw) for raw in messages])
+        self.assertTrue(all(b"HOOKED" in a.outputs[0].payload for a in answers
+                            if a.verdict is Verdict.QUEUED))
+        self.assertEqual(self.workers.ready, 2)
 
     @defer.inlineCallbacks
     def test_a_worker_that_dies_is_replaced(self) -> Any:
