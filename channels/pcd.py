@@ -53,6 +53,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from channels.records import PickledByArguments
 from profiles.hl7.ack import ErrorDetail
 from profiles.hl7.edit import EditableMessage
 from profiles.hl7.message import Message
@@ -527,7 +528,7 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True)
-class Sighting:
+class Sighting(PickledByArguments):
     """A device heard from: its identity key and its unit (PV1-3 point of care)."""
 
     device: str

@@ -26,6 +26,7 @@ from channels.pcd import (
     without_observations,
 )
 from channels.preprocess import compile_preprocessor
+from channels.records import PickledByArguments
 from channels.rules import Predicate, compile_condition
 from channels.transforms import OutputFormat, Transformer, compile_transformer, render
 from profiles.hl7.ack import ErrorDetail
@@ -48,7 +49,7 @@ class Verdict(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Output:
+class Output(PickledByArguments):
     """One destination's share: its payload and lane, or why it gets nothing."""
 
     destination: str
@@ -59,7 +60,7 @@ class Output:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(PickledByArguments):
     """The pipeline's answer for one message."""
 
     verdict: Verdict

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
 from channels.model import ChannelConfig
+from channels.pcd import Sighting
 from channels.pipeline import (
     ALL_FILTERED,
     CHANNEL_FILTERED,
     DESTINATION_FILTERED,
     NO_DESTINATIONS,
     ChannelPipeline,
+    Decision,
+    Output,
     Verdict,
 )
 from profiles.hl7.message import Message
@@ -161,3 +165,13 @@ def test_unreadable_message_after_preprocessing_is_an_error() -> None:
     decision = p.run(ORU)
     assert decision.verdict is Verdict.ERROR
     assert decision.reason.startswith("unreadable after preprocessing")
+
+
+def test_decisions_pickle_as_their_constructor_arguments() -> None:
+    """What a pipeline worker sends back comes out equal, built by the constructors."""
+    decision = Decision(Verdict.QUEUED, "why", None,
+                        [Output("ehr", Verdict.QUEUED, b"MSH|^~\\&|A\r", "MRN1"),
+                         Output("archive", Verdict.FILTERED, None, "", "not for it")],
+                        (Sighting("0123456789ABCDEF", "ICU3W"),))
+    assert Decision.__reduce__(decision)[0] is Decision
+    assert pickle.loads(pickle.dumps(decision, pickle.HIGHEST_PROTOCOL)) == decision
