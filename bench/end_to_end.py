@@ -278,7 +278,7 @@ def report(connections: int, duration: float, ceiling: dict[str, Any],
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--connections", type=int, nargs="+", default=[10])
+    parser.add_argument("--connections", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--lanes", choices=sorted(LANES), nargs="+",
                         default=["none", "patient"])
     parser.add_argument("--json-out", type=Path,
