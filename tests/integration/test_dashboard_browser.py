@@ -149,6 +149,19 @@ def until(driver: Any, condition: Callable[[Any], Any], what: str) -> Any:
                              f"page:\n{page}") from None
 
 
+def click(driver: Any, selector: str) -> bool:
+    """Click the first element matching a CSS selector; False (to poll again) when there is
+    none yet or the page re-rendered it between finding and clicking."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        driver.find_element(By.CSS_SELECTOR, selector).click()
+    except (NoSuchElementException, StaleElementReferenceException):
+        return False
+    return True
+
+
 def text_of(driver: Any, selector: str) -> str:
     """The text of the first element matching a CSS selector ('' when there is none).
 
@@ -267,10 +280,11 @@ def test_operator_finds_opens_and_reprocesses_a_message(browser: Any, tmp_path: 
                            "the search form")
         search_box.send_keys(CONTROL_ID)
         browser.find_element(By.ID, "search-submit").click()
-        rows = until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.message"),
-                     "a search result")
-        assert len(rows) == 1 and CONTROL_ID in rows[0].text and "ERROR" in rows[0].text
-        rows[0].find_element(By.CSS_SELECTOR, "a").click()
+        until(browser, lambda d: CONTROL_ID in text_of(d, "tr.message"), "a search result")
+        assert browser.execute_script(
+            "return document.querySelectorAll('tr.message').length") == 1
+        assert "ERROR" in text_of(browser, "tr.message")
+        until(browser, lambda d: click(d, "tr.message a"), "the search result opened")
 
         # The detail: segments with field names, the ACK, the delivery, the timeline.
         until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '.segment[data-segment="PID"]'),
