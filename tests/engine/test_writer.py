@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from engine.store.status import Status
 from engine.store.store import IncomingMessage, Transition, now_us, open_store
-from engine.writer import GroupCommitWriter, WriterClosed
+from engine.writer import RECEIVING_SECONDS, GroupCommitWriter, WriterClosed
 from tests.postgres import store_url_for
 
 
@@ -71,6 +71,35 @@ class GroupCommitWriterTests(unittest.TestCase):
         yield self.writer.transition([Transition(stored.id, "inbound", Status.FILTERED, "x")])
         [row] = self.store.list_messages()
         self.assertEqual(row["status"], "FILTERED")
+
+    @defer.inlineCallbacks
+    def test_changes_after_a_receipt_wait_to_share_the_next_commit(self) -> defer.Generator:
+        """While messages arrive, a status change waits for the next message and goes
+        into its commit instead of taking a commit (an fsync) of its own."""
+        self.writer._hold_seconds = 30.0
+        stored = yield self.writer.submit(incoming(1))
+        commits = self.writer.commits
+        changed = self.writer.transition(
+            [Transition(stored.id, "inbound", Status.FILTERED, "x")])
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertFalse(changed.called, "the change waits for the next message")
+        yield self.writer.submit(incoming(2))
+        yield changed
+        self.assertEqual(self.writer.commits, commits + 1)
+        self.assertEqual([r["status"] for r in self.store.list_messages()],
+                         ["FILTERED", "RECEIVED"])
+
+    @defer.inlineCallbacks
+    def test_changes_commit_at_once_when_no_messages_arrive(self) -> defer.Generator:
+        """No message committed lately: a change is not held (here it would be 30 s)."""
+        self.writer._hold_seconds = 30.0
+        stored = yield self.writer.submit(incoming(1))
+        yield task.deferLater(reactor, RECEIVING_SECONDS * 4, lambda: None)
+        yield self.writer.transition([Transition(stored.id, "inbound", Status.FILTERED, "x")])
+        [row] = self.store.list_messages()
+        self.assertEqual(row["status"], "FILTERED")
+
+    test_changes_commit_at_once_when_no_messages_arrive.timeout = 20  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
     def test_stop_refuses_new_work_after_draining(self) -> defer.Generator:
