@@ -104,6 +104,8 @@ class _Child(protocol.ProcessProtocol):
             self._frames.transport.loseConnection()
 
     def decide(self, items: Sequence[Item]) -> defer.Deferred[list[Any]]:
+        if self._frames is None:  # its socket is gone: it is ending
+            return defer.fail(WorkersUnavailable("pipeline worker unreachable"))
         d: defer.Deferred[list[Any]] = defer.Deferred()
         self._waiting.append(d)
         self.send(("decide", list(items)))
