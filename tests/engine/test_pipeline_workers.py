@@ -20,7 +20,12 @@ from engine.router import Router
 from engine.store.status import Status
 from engine.workers.child import Defect, Worker
 from engine.workers.framing import FrameReader, encode
-from engine.workers.pool import SOCKET_BUFFER_BYTES, PipelineWorkers, WorkersUnavailable
+from engine.workers.pool import (
+    SOCKET_BUFFER_BYTES,
+    PipelineWorkers,
+    WorkersUnavailable,
+    _Child,
+)
 from tests.support import REPO
 
 CHANNEL = REPO / "conf" / "channels" / "inbound.yaml"
@@ -287,3 +292,14 @@ class StuckWorkerTests(unittest.TestCase):
         raw = corpus_messages(1)[0]
         answers = yield workers.decide([(2, config.name, raw)])
         self.assertEqual(answers, [pipeline.run(raw)])
+
+
+def test_a_worker_whose_socket_is_gone_refuses_at_once() -> None:
+    """No frame socket (the worker is ending): the batch goes back now, not after the
+    answer timeout."""
+    clock = task.Clock()
+    child = _Child(PipelineWorkers(clock, 1, dict))
+    failures: list[Any] = []
+    child.decide([(1, "inbound", b"MSH|^~\\&|\r")]).addErrback(failures.append)
+    assert failures and failures[0].check(WorkersUnavailable)
+    assert not clock.getDelayedCalls()
