@@ -77,7 +77,6 @@ class GroupCommitWriter:
         max_batch: int = 512,
         threadpool: ThreadPool | None = None,
         on_commit: CommitHook | None = None,
-        hold_seconds: float = HOLD_SECONDS,
     ) -> None:
         self._store = store
         self._reactor: IReactorTime & IReactorThreads = reactor
@@ -89,7 +88,7 @@ class GroupCommitWriter:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         """Signalled when a message is submitted (for changes held to share its commit)."""
-        self._hold_seconds = hold_seconds
+        self._hold_seconds = HOLD_SECONDS
         self._last_receipt = float("-inf")
         """When the last commit with received messages returned (writer's thread)."""
         self._incoming: list[tuple[IncomingMessage, defer.Deferred[StoredMessage]]] = []
@@ -232,7 +231,7 @@ class GroupCommitWriter:
         While messages arrive, each is followed by its routing; committing that routing
         alone makes the next message, which lands during that commit, wait for two
         fsyncs instead of one. So when only changes wait and messages were committed a
-        moment ago, they wait up to `hold_seconds` for the next message to share its
+        moment ago, they wait up to `HOLD_SECONDS` for the next message to share its
         commit. Called under `_lock`.
         """
         return (self._hold_seconds > 0 and not self._incoming and not self._calls

@@ -73,11 +73,7 @@ def _trimmed(parts: list[str]) -> list[str]:
 
 def _put(text: str, separator: str, index: int, value: str) -> str:
     """``text`` with its ``index``-th (1-based) part replaced, padded and trimmed."""
-    parts = text.split(separator)
-    if index > len(parts):
-        parts.extend([""] * (index - len(parts)))
-    parts[index - 1] = value
-    return separator.join(_trimmed(parts))
+    return _put_parts(text, separator, ((index, value),))
 
 
 def _put_parts(text: str, separator: str, values: Iterable[tuple[int, str]]) -> str:
