@@ -51,6 +51,7 @@ from engine.store.deliveries import (
     release_leases,
     renew_leases,
     routed_before,
+    statement_rows,
     status_detail,
 )
 from engine.store.schema import audit_events, contents, messages
@@ -80,6 +81,8 @@ DELIVERY_COLUMNS = (
 )
 
 
+SQLITE_CACHED_STATEMENTS = 512
+"""Compiled statements sqlite3 keeps per connection (its default of 128 is too few)."""
 MAX_PARAMETERS = 30000
 """Bound parameters per statement: under SQLite's (32766) and PostgreSQL's (65535) limits."""
 
@@ -181,27 +184,40 @@ class MultiRowInsert:
     One statement per table and batch instead of one step per row: the driver releases
     and retakes the GIL around each step, and every retake may wait behind the reactor
     thread, so fewer steps is what keeps group commit fast under load.
+
+    With `pad` (SQLite) the statement is written for `statement_rows` rows and the rows
+    missing from a batch are bound as NULL and skipped by the statement's `WHERE`, so the
+    driver's statement cache holds every shape the writer sends. The first column must
+    never be NULL in a real row. (PostgreSQL would type a `VALUES` list apart from the
+    table's columns, so there each batch size keeps its own text.)
     """
 
-    def __init__(self, table: str, columns: Sequence[str], placeholders: Placeholders) -> None:
-        self._head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    def __init__(self, table: str, columns: Sequence[str], placeholders: Placeholders,
+                 *, pad: bool = False) -> None:
+        self._head = f"INSERT INTO {table} ({', '.join(columns)}) "
         self._placeholders = placeholders
+        self._pad = pad
         self._row = f"({', '.join(['?'] * len(columns))})"
+        self._nulls = (None,) * len(columns)
         self._rows_per_statement = max(1, MAX_PARAMETERS // len(columns))
         self._sql: dict[int, str] = {}
 
     def _statement(self, rows: int) -> str:
         sql = self._sql.get(rows)
         if sql is None:
-            sql = self._sql[rows] = self._placeholders(
-                self._head + ", ".join([self._row] * rows))
+            values = "VALUES " + ", ".join([self._row] * rows)
+            if self._pad:
+                values = f"SELECT * FROM ({values}) WHERE column1 IS NOT NULL"
+            sql = self._sql[rows] = self._placeholders(self._head + values)
         return sql
 
     def execute(self, cursor: WriterCursor, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert all rows, in as few statements as the parameter limit allows."""
         step = self._rows_per_statement
         for start in range(0, len(rows), step):
-            chunk = rows[start:start + step]
+            chunk = list(rows[start:start + step])
+            if self._pad:
+                chunk.extend([self._nulls] * (statement_rows(len(chunk), step) - len(chunk)))
             cursor.execute(self._statement(len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
@@ -289,7 +305,10 @@ def open_store(url: str, *, duplicate_window_s: float = 86400.0) -> Store:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, hide_parameters=True)
+        # Room for every statement shape the writer sends (`statement_rows`: some 20
+        # sizes for each of its dozen statements) besides the readers' own.
+        engine = create_engine(url, hide_parameters=True,
+                               connect_args={"cached_statements": SQLITE_CACHED_STATEMENTS})
         event.listen(engine, "connect", _sqlite_pragmas)
     elif parsed.get_backend_name() == "postgresql":
         engine = _postgresql_engine(parsed)
@@ -380,9 +399,10 @@ class Store:
             "SELECT (SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), "
             "nextval('message_ids') FROM generate_series(1, ?)"
         )
-        self._insert_message = MultiRowInsert("messages", MESSAGE_COLUMNS, p)
-        self._insert_content = MultiRowInsert("contents", CONTENT_COLUMNS, p)
-        self._insert_audit = MultiRowInsert("audit_events", ROW_COLUMNS, p)
+        pad = engine.dialect.name == "sqlite"
+        self._insert_message = MultiRowInsert("messages", MESSAGE_COLUMNS, p, pad=pad)
+        self._insert_content = MultiRowInsert("contents", CONTENT_COLUMNS, p, pad=pad)
+        self._insert_audit = MultiRowInsert("audit_events", ROW_COLUMNS, p, pad=pad)
         self._set_status = IdList(
             p, "UPDATE messages SET status = ?, error = ?, updated_at = ? WHERE id")
         self._originals = IdList(
@@ -390,7 +410,7 @@ class Store:
                "FROM messages WHERE control_id",
             " AND received_at >= ? AND duplicate_of IS NULL AND ack_code IN (?, ?)")
         self._deliveries = DeliveryWrites(
-            p, MultiRowInsert("deliveries", DELIVERY_COLUMNS, p), self._insert_content,
+            p, MultiRowInsert("deliveries", DELIVERY_COLUMNS, p, pad=pad), self._insert_content,
             self._set_status)
 
     # -- writing (the writer thread only) ------------------------------------------------

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.exc import IntegrityError
 
 from engine.audit import (
@@ -25,10 +27,18 @@ from engine.store.deliveries import (
     Routing,
     outcome_detail,
     routed_detail,
+    statement_rows,
     status_detail,
 )
 from engine.store.status import Status
-from engine.store.store import IncomingMessage, Store, now_us, open_store, received_detail
+from engine.store.store import (
+    IncomingMessage,
+    Store,
+    WriterCursor,
+    now_us,
+    open_store,
+    received_detail,
+)
 
 ODD_TEXTS = ("", "plain", 'quote " and \\ backslash', "Ç-ü-\u2028-😀", "tab\tNUL\x00\x7f")
 
@@ -216,3 +226,58 @@ def test_text_from_messages_and_peers_never_fails_a_batch(store: Store) -> None:
     assert last_error == "AE from the EHR: \ufffd"
     assert archive_id != ehr_id
     assert store.verify_audit()[1] is None
+
+
+@given(st.integers(min_value=1, max_value=100_000), st.integers(min_value=1, max_value=40_000))
+def test_statement_sizes_cover_the_batch_within_half_again(count: int, limit: int) -> None:
+    """A statement is written for at least the rows it carries (up to its limit) and for
+    at most half as many again."""
+    rows = statement_rows(count, limit)
+    assert min(count, limit) <= rows <= limit
+    assert rows <= max(2, count * 3 // 2)
+
+
+def test_a_few_statement_sizes_serve_every_batch() -> None:
+    assert {statement_rows(n, 10_000) for n in range(1, 513)} == {
+        1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512}
+
+
+def test_every_batch_size_is_written_exactly_with_few_statement_texts(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 1 to 70 messages, each routed in the next commit: every row lands once
+    (padding rows and repeated ids leave no trace), and the writer sends a few dozen
+    statement texts, not one per batch size (the driver's cache keeps them compiled)."""
+    texts: set[str] = set()
+    execute, rows = WriterCursor.execute, WriterCursor.rows
+
+    def note_execute(cursor: WriterCursor, sql: str, params: Any = ()) -> int:
+        texts.add(sql)
+        return execute(cursor, sql, params)
+
+    def note_rows(cursor: WriterCursor, sql: str, params: Any = ()) -> list[Any]:
+        texts.add(sql)
+        return rows(cursor, sql, params)
+
+    monkeypatch.setattr(WriterCursor, "execute", note_execute)
+    monkeypatch.setattr(WriterCursor, "rows", note_rows)
+    previous: list[Any] = []
+    total = 0
+    for size in range(1, 71):
+        batch = [incoming(f"B{size}-{i}") for i in range(size)]
+        routings = [Routing(m.id, "inbound", Status.QUEUED, deliveries=[
+            NewDelivery("ehr", b"MSH|out", "", Status.QUEUED)]) for m in previous]
+        previous = store.commit_batch(batch, routings=routings)
+        total += size
+    assert [m.id for m in previous] == list(range(total - 69, total + 1))
+    with store.engine.begin() as conn:
+        count = {table: conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
+                 for table in ("messages", "contents", "deliveries")}
+        statuses = dict(conn.exec_driver_sql(
+            "SELECT status, count(*) FROM messages GROUP BY status").all())
+    routed = total - 70
+    assert count == {"messages": total, "contents": total + routed, "deliveries": routed}
+    assert statuses == {"QUEUED": routed, "RECEIVED": 70}
+    assert store.verify_audit() == (total + routed, None)
+    if store.engine.dialect.name == "sqlite":
+        # Six statements, 13 sizes each up to 70 rows (one per batch size would be 70 each).
+        assert len(texts) <= 6 * 13
