@@ -124,9 +124,21 @@ class EngineService(Service):
             deployed = deployment.channels.get(channel) if deployment else None
             if deployed is None or deployed.config.response.mode != "after_delivery":
                 return None
-            return self.watch.wait(message_id, deployed.config.response.timeout_seconds)
+            waiting = self.watch.wait(message_id, deployed.config.response.timeout_seconds)
+            return waiting.addCallback(self._record_undelivered, message_id)
 
         return wait
+
+    def _record_undelivered(self, delivered: bool, message_id: int) -> Any:
+        """Before a sender hears AE for a message, the store learns it too (so a resend
+        is routed again, not answered AA as a duplicate); the answer waits for that."""
+        if delivered or self.writer is None or self.store is None:
+            return delivered
+        d = self.writer.call(self.store.answer_not_delivered, message_id)
+        d.addErrback(lambda failure: log.error(
+            "could not record the AE answer of message {id}: {kind}", id=message_id,
+            kind=failure.type.__name__))
+        return d.addCallback(lambda _: False)
 
     async def _start(self) -> None:
         cfg = self.config

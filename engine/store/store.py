@@ -409,6 +409,8 @@ class Store:
             p, "SELECT id, channel, sending_application, sending_facility, control_id "
                "FROM messages WHERE control_id",
             " AND received_at >= ? AND duplicate_of IS NULL AND ack_code IN (?, ?)")
+        self._answered_sql = p("SELECT ack_code, channel FROM messages WHERE id = ?")
+        self._set_ack_code_sql = p("UPDATE messages SET ack_code = ?, updated_at = ? WHERE id = ?")
         self._deliveries = DeliveryWrites(
             p, MultiRowInsert("deliveries", DELIVERY_COLUMNS, p, pad=pad), self._insert_content,
             self._set_status)
@@ -600,6 +602,31 @@ class Store:
             return result, events
 
         return self.apply_and_audit(requeue)
+
+    def answer_not_delivered(self, message_id: int) -> str | None:
+        """Record that the sender was answered AE (CE) after all (writer thread).
+
+        An `after_delivery` channel answers only once delivery settles, so the ACK kept
+        at receipt was not what the sender got when delivery failed or timed out. The
+        message's ACK code says so from now on: a resend is then a new message, routed
+        again, instead of a duplicate of one the sender was told had failed. Returns the
+        code recorded (None when the message is unknown or was not accepted).
+        """
+        def mark(conn: Connection) -> tuple[str | None, list[AuditEvent]]:
+            cursor = WriterCursor(conn, self._cursor_factory)
+            try:
+                found = cursor.rows(self._answered_sql, (message_id,))
+                if not found or found[0][0] not in POSITIVE_ACKS:
+                    return None, []
+                code = "CE" if found[0][0] == "CA" else "AE"
+                now = now_us()
+                cursor.execute(self._set_ack_code_sql, (code, now, message_id))
+            finally:
+                cursor.close()
+            return code, [AuditEvent(now, ENGINE_ACTOR, "message.answered", message_id,
+                                     found[0][1], {"ack": code, "reason": "not delivered"})]
+
+        return self.apply_and_audit(mark)
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
         """Append events that are not message changes (human actions), on the writer thread."""

@@ -384,3 +384,21 @@ def test_human_actions_join_the_same_chain_as_message_events(store: Store) -> No
     assert actions == [("engine", "message.received"), ("ada", "message.view"),
                        ("engine", "message.received")]
     assert checked == 3
+
+
+def test_a_not_delivered_answer_makes_a_resend_a_new_message(store: Store) -> None:
+    """Once the sender heard AE (CE) for a message, its control id no longer marks a
+    resend as a duplicate; the change is audited, and only accepted messages change."""
+    first, enhanced, rejected = store.commit_batch(
+        [incoming("N1"), incoming("N2", ack="CA"), incoming("N3", ack="AR")])
+    assert store.answer_not_delivered(first.id) == "AE"
+    assert store.answer_not_delivered(enhanced.id) == "CE"
+    assert store.answer_not_delivered(rejected.id) is None
+    assert store.answer_not_delivered(first.id) is None  # already answered AE
+    assert store.answer_not_delivered(10_000) is None
+    again, second = store.commit_batch([incoming("N1"), incoming("N2", ack="CA")])
+    assert (again.duplicate_of, second.duplicate_of) == (None, None)
+    assert [r["ack_code"] for r in store.list_messages()] == ["AE", "CE", "AR", "AA", "CA"]
+    actions = [e["action"] for e in store.audit_trail(first.id)]
+    assert actions == ["message.received", "message.answered"]
+    assert store.verify_audit() == (7, None)

@@ -600,6 +600,19 @@ def test_after_delivery_answers_ae_when_the_ehr_is_down_or_refuses(tmp_path: Pat
             # Stored all the same: the first keeps trying, the second is dead-lettered.
             assert statuses(store, "down") == {"DOWN-1": "QUEUED"}
             assert statuses(store, "refusing") == {"REF-1": "ERROR"}
+            # The store knows the senders heard AE, so a resend is a new message, routed
+            # (and answered) again, not a duplicate answered AA without delivery.
+            assert send_all(refusing, [[oru("REF-1", "MRN-1")]]) == {"REF-1": "AE"}
+            assert send_all(down, [[oru("DOWN-1", "MRN-1")]]) == {"DOWN-1": "AE"}
+            for channel, control_id in (("refusing", "REF-1"), ("down", "DOWN-1")):
+                rows = store.list_messages(channel=channel)
+                assert [(r["control_id"], r["ack_code"], r["duplicate_of"]) for r in rows] == [
+                    (control_id, "AE", None), (control_id, "AE", None)]
+                answered = [e for e in store.audit_trail(rows[0]["id"])
+                            if e["action"] == "message.answered"]
+                assert [json.loads(e["detail"]) for e in answered] == [
+                    {"ack": "AE", "reason": "not delivered"}]
+            assert store.verify_audit()[1] is None
 
 
 # -- 4. SIGKILL while delivering ------------------------------------------------------------
