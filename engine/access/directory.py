@@ -112,8 +112,10 @@ def add_user(conn: Connection, name: str, role: Role, password_hash: str, now: i
 
 def set_password(conn: Connection, name: str, password_hash: str, now: int) -> None:
     """Replace a user's password hash (a new password, or stronger KDF parameters)."""
-    conn.execute(users.update().where(users.c.name == name)
-                 .values(password_hash=password_hash, updated_at=now))
+    changed = conn.execute(users.update().where(users.c.name == name)
+                           .values(password_hash=password_hash, updated_at=now))
+    if not changed.rowcount:
+        raise AccessError(f"no user {name}")
 
 
 def set_role(conn: Connection, name: str, role: Role, now: int) -> Role:

@@ -241,6 +241,35 @@ class AccessGate:
                                        detail={"role": user.role.name.lower()})
         return LoggedIn(session, user.role)
 
+    async def change_password(self, name: str, current: str, new: str,
+                              request: server.Request) -> int:
+        """A user's own password change: the current one is checked as a login checks
+        it (and counts towards the same lockout); the user's other sessions end.
+        Returns how many sessions ended. Raises LoginRefused (403, 429) or AccessError."""
+        peer = peer_of(request)
+        user_key, peer_key = f"user:{name}", f"peer:{peer_host(request)}"
+        wait = self.throttle.retry_after(user_key, peer_key)
+        if wait > 0:
+            raise LoginRefused(429, "too many failed attempts; try again later", wait)
+        directory.check_password(new)
+        found = await self.read(directory.password_hash_of, name)
+        stored = found[1] if found else dummy_hash(self.password_parameters)
+        if found is None or not await deferToThread(verify_password, current, stored):
+            self.throttle.failed(user_key)
+            self.throttle.failed(peer_key, self.peer_limit)
+            await self.engine.audit_action(name, "user.password_change_failed", peer=peer,
+                                           detail={"user": name, "reason": "wrong password"})
+            raise LoginRefused(403, "the current password is wrong")
+        self.throttle.succeeded(user_key)
+        fresh = await deferToThread(hash_password, new, self.password_parameters)
+        now = now_us()
+        event = AuditEvent(now, name, "user.password_changed", None, None,
+                           {"peer": peer, "user": name})
+        await self.change(lambda conn: (directory.set_password(conn, name, fresh, now),
+                                        [event]))
+        session = self.session_of(request)
+        return self.sessions.close_user(name, keep=session.id if session else None)
+
     async def _rehash(self, name: str, password: str) -> None:
         """Raise an old hash to the current parameters now that the password is known."""
         fresh = await deferToThread(hash_password, password, self.password_parameters)

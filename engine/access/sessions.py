@@ -64,9 +64,10 @@ class SessionStore:
         """Log a session out; returns it if it existed."""
         return self._sessions.pop(session_id, None)
 
-    def close_user(self, user: str) -> int:
-        """End every session of a user (removed, or role changed); returns how many."""
-        ended = [sid for sid, s in self._sessions.items() if s.user == user]
+    def close_user(self, user: str, keep: str | None = None) -> int:
+        """End every session of a user (removed, role or password changed) but `keep`;
+        returns how many ended."""
+        ended = [sid for sid, s in self._sessions.items() if s.user == user and sid != keep]
         for sid in ended:
             del self._sessions[sid]
         return len(ended)

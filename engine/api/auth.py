@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from engine.access import directory
 from engine.access.gate import LoginRefused
 from engine.access.sessions import CSRF_HEADER, SESSION_COOKIE
 from engine.api.routing import Answer, ApiRequest, BadRequest, Role, Route
@@ -55,6 +56,24 @@ def routes(engine: EngineService) -> list[Route]:
         return Answer(200, {"logged_out": session is not None},
                       headers={"set-cookie": session_cookie("", secure=secure, clear=True)})
 
+    async def change_password(request: ApiRequest) -> Answer:
+        principal = request.principal
+        assert principal is not None
+        body = request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("current"), str) \
+                or not isinstance(body.get("new"), str):
+            raise BadRequest('expected a JSON body {"current": password, "new": password}')
+        try:
+            ended = await gate.change_password(principal.name, body["current"], body["new"],
+                                               request.raw)
+        except directory.AccessError as error:
+            raise BadRequest(str(error)) from None
+        except LoginRefused as refused:
+            headers = ({"retry-after": str(max(1, round(refused.retry_after)))}
+                       if refused.status == 429 else {})
+            return Answer(refused.status, {"error": str(refused)}, headers=headers)
+        return Answer(200, {"user": principal.name, "other_sessions_ended": ended})
+
     async def me(request: ApiRequest) -> Answer:
         principal = request.principal
         assert principal is not None
@@ -70,4 +89,6 @@ def routes(engine: EngineService) -> list[Route]:
               "Log in with user and password: sets the session cookie, answers the CSRF token"),
         Route("POST", "auth/logout", logout, None, "End the caller's session"),
         Route("GET", "auth/me", me, Role.VIEWER, "Who the caller is, their role and CSRF token"),
+        Route("POST", "auth/password", change_password, Role.VIEWER,
+              "Change the caller's own password (current, new); ends their other sessions"),
     ]

@@ -98,6 +98,23 @@ def routes(engine: EngineService) -> list[Route]:
         return Answer(200, {"user": name, "old_role": old.name.lower(),
                             "role": role.name.lower()})
 
+    async def reset_password(request: ApiRequest) -> Answer:
+        name = request.params["name"]
+        try:
+            password = directory.check_password(_body(request).get("password"))
+        except directory.AccessError as error:
+            raise BadRequest(str(error)) from None
+        hashed = await deferToThread(hash_password, password, gate.password_parameters)
+        now = now_us()
+
+        def change(conn: Connection) -> tuple[None, list[AuditEvent]]:
+            directory.set_password(conn, name, hashed, now)
+            return None, [_event(request, "user.password_reset", user=name)]
+
+        await guarded(gate.change(change))
+        ended = gate.sessions.close_user(name)
+        return Answer(200, {"user": name, "sessions_ended": ended})
+
     def may_manage(principal: Principal, owner: str) -> bool:
         return principal.role >= Role.ADMIN or principal.name == owner
 
@@ -163,6 +180,8 @@ def routes(engine: EngineService) -> list[Route]:
         Route("DELETE", "users/{name}", remove_user, Role.ADMIN,
               "Remove a user, revoke their tokens and end their sessions"),
         Route("POST", "users/{name}/role", set_role, Role.ADMIN, "Change a user's role"),
+        Route("POST", "users/{name}/password", reset_password, Role.ADMIN,
+              "Set a user's password (password); ends their sessions"),
         Route("GET", "tokens", list_tokens, Role.VIEWER,
               "The caller's API tokens (an administrator: everyone's, or ?user=)"),
         Route("POST", "tokens", create_token, Role.VIEWER,

@@ -1,4 +1,5 @@
-"""`interlink users …`: add, remove and list users, change roles, make API tokens.
+"""`interlink users …`: add, remove and list users, change roles and passwords, make API
+tokens.
 
 When an engine answers on the admin port (with the local admin token or
 INTERLINK_TOKEN), the change goes through its API; otherwise straight to the store. Both
@@ -36,6 +37,7 @@ class Users(Protocol):
     def remove(self, name: str) -> dict[str, Any]: ...
     def list(self) -> list[dict[str, Any]]: ...
     def set_role(self, name: str, role: str) -> dict[str, Any]: ...
+    def set_password(self, name: str, password: str) -> dict[str, Any]: ...
     def token(self, user: str, name: str, role: str | None) -> dict[str, Any]: ...
     def tokens(self, user: str | None) -> list[dict[str, Any]]: ...
     def revoke(self, token_id: int) -> dict[str, Any]: ...
@@ -66,6 +68,9 @@ class ApiUsers:
 
     def set_role(self, name: str, role: str) -> dict[str, Any]:
         return dict(self._call("POST", f"users/{name}/role", {"role": role}))
+
+    def set_password(self, name: str, password: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"users/{name}/password", {"password": password}))
 
     def token(self, user: str, name: str, role: str | None) -> dict[str, Any]:
         body = {"user": user, "name": name, **({"role": role} if role else {})}
@@ -156,6 +161,21 @@ class StoreUsers:
 
         return self._change(change)
 
+    def set_password(self, name: str, password: str) -> dict[str, Any]:
+        from engine.store.store import now_us
+
+        try:
+            directory.check_password(password)
+        except directory.AccessError as error:
+            raise Failed(str(error)) from None
+        hashed, now = hash_password(password), now_us()
+
+        def change(conn: Any) -> tuple[dict[str, Any], list[AuditEvent]]:
+            directory.set_password(conn, name, hashed, now)
+            return {"user": name}, [self._event("user.password_reset", user=name)]
+
+        return self._change(change)
+
     def token(self, user: str, name: str, role: str | None) -> dict[str, Any]:
         from engine.store.store import now_us
 
@@ -194,7 +214,7 @@ class StoreUsers:
 
 
 def register(sub: Any) -> None:
-    """Add `users add|remove|list|role|token|tokens|revoke`."""
+    """Add `users add|remove|list|role|password|token|tokens|revoke`."""
     parser = sub.add_parser("users", help="users of the admin API and dashboard, API tokens")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -211,6 +231,11 @@ def register(sub: Any) -> None:
     role = actions.add_parser("role", help="change a user's role")
     role.add_argument("name")
     role.add_argument("role", choices=("viewer", "operator", "admin"), type=str.lower)
+    password = actions.add_parser("password", help="set a user's password (asks for it); "
+                                  "ends their sessions")
+    password.add_argument("name")
+    password.add_argument("--password-stdin", action="store_true",
+                          help="read the password from the first line of standard input")
     token = actions.add_parser("token", help="make an API token for a user (shown once)")
     token.add_argument("name", help="the user the token speaks for")
     token.add_argument("--name", dest="token_name", default="cli", help="what it is for")
@@ -220,7 +245,7 @@ def register(sub: Any) -> None:
     tokens.add_argument("name", nargs="?", help="only this user's")
     revoke = actions.add_parser("revoke", help="revoke an API token by id")
     revoke.add_argument("id", type=int)
-    for p in (add, remove, lst, role, token, tokens, revoke):
+    for p in (add, remove, lst, role, password, token, tokens, revoke):
         add_config_option(p)
         p.set_defaults(handler=handle)
 
@@ -255,7 +280,7 @@ def backend(config: EngineConfig) -> Users:
 def handle(args: argparse.Namespace) -> int:
     config = load_or_exit(args)
     try:
-        password = read_password(args) if args.action == "add" else ""
+        password = read_password(args) if args.action in ("add", "password") else ""
         users = backend(config)
         try:
             return run(args, users, password)
@@ -284,6 +309,9 @@ def run(args: argparse.Namespace, users: Users, password: str) -> int:
     elif args.action == "role":
         done = users.set_role(args.name, args.role)
         print(f"{args.name}: {done['old_role']} -> {done['role']}")
+    elif args.action == "password":
+        users.set_password(args.name, password)
+        print(f"{args.name}: password set")
     elif args.action == "token":
         made = users.token(args.name, args.token_name, args.role)
         print(f"token {made['id']} for {made['user']} ({made['role']}), shown only now:",

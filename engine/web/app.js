@@ -1,5 +1,6 @@
 // The dashboard's shell: who is logged in, which page the hash names, polling lifetimes.
 
+import * as account from "./account.js";
 import { api, ApiError, onUnauthorized, setCsrfToken } from "./api.js";
 import * as channels from "./channels.js";
 import * as devices from "./devices.js";
@@ -8,7 +9,7 @@ import * as login from "./login.js";
 import * as messages from "./messages.js";
 import { can, session, setSession } from "./session.js";
 
-const PAGES = { channels, messages, devices };
+const PAGES = { channels, messages, devices, account };
 const view = document.getElementById("view");
 const nav = document.getElementById("nav");
 const who = document.getElementById("who");
@@ -36,7 +37,8 @@ function show() {
   const { page, rest, params } = route();
   const module = PAGES[page] || channels;
   for (const link of nav.querySelectorAll("a")) {
-    link.hidden = Boolean(link.dataset.role) && !can(link.dataset.role);
+    link.hidden = (Boolean(link.dataset.role) && !can(link.dataset.role))
+      || (link.dataset.page === "account" && session.local);
     link.classList.toggle("current", link.dataset.page === (PAGES[page] ? page : "channels"));
   }
   nav.hidden = false;

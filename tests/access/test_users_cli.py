@@ -106,3 +106,36 @@ def test_a_running_engine_that_does_not_answer_is_never_written_beside(tmp_path:
         assert engine.stop() == 0
     assert "eve" not in interlink(engine.data_dir, "users", "list").stdout
     assert interlink(engine.data_dir, "audit", "verify").returncode == 0
+
+
+def test_users_password_sets_a_new_one_on_the_store_or_through_the_engine(
+        tmp_path: Path) -> None:
+    """`users password` on the store (no engine) and through a running engine, where the
+    new password logs in at once and the old one no longer does."""
+    data = tmp_path / "data"
+    assert interlink(data, "users", "add", "ida", "--role", "viewer", "--password-stdin",
+                     stdin=PASSWORD + "\n").returncode == 0
+    offline = "set-while-stopped-1"
+    done = interlink(data, "users", "password", "ida", "--password-stdin", stdin=offline + "\n")
+    assert (done.returncode, done.stdout.strip()) == (0, "ida: password set"), done.stderr
+    unknown = interlink(data, "users", "password", "nobody", "--password-stdin",
+                        stdin=offline + "\n")
+    assert unknown.returncode == 1 and "no user nobody" in unknown.stderr
+    engine = start_engine(data)
+    try:
+        assert engine.api("POST", "auth/login", {"user": "ida", "password": offline},
+                          token="")[0] == 200
+        online = "set-while-running-2"
+        done = interlink(data, "users", "password", "ida", "--password-stdin",
+                         stdin=online + "\n", admin_port=engine.admin_port)
+        assert done.returncode == 0, done.stderr
+        assert engine.api("POST", "auth/login", {"user": "ida", "password": offline},
+                          token="")[0] == 401
+        assert engine.api("POST", "auth/login", {"user": "ida", "password": online},
+                          token="")[0] == 200
+    finally:
+        assert engine.stop() == 0
+    resets = [(actor, action) for actor, action, _ in audit(data)
+              if action == "user.password_reset"]
+    assert resets == [(f"cli:{getpass.getuser()}", "user.password_reset")] * 2
+    assert interlink(data, "audit", "verify").returncode == 0

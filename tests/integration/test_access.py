@@ -173,6 +173,51 @@ def test_tokens_roles_and_user_changes(engine: EngineProcess) -> None:
         assert ("cli", action) in actions
 
 
+def test_users_change_their_own_password_and_an_admin_can_set_one(
+        engine: EngineProcess) -> None:
+    """The current password is required and wrong guesses count towards the lockout; a
+    change ends the user's other sessions, keeps this one, and is audited without either
+    password. An administrator's reset ends every session of that user."""
+    add_user(engine, "nina", "viewer")
+    laptop, phone = Browser(engine), Browser(engine)
+    assert laptop.login("nina", PASSWORD)[0] == 200
+    assert phone.login("nina", PASSWORD)[0] == 200
+    new = "a-new-long-pass-7"
+    status, body, _ = laptop.call("POST", "auth/password", {"current": "not-it-at-all",
+                                                            "new": new})
+    assert (status, body["error"]) == (403, "the current password is wrong")
+    assert laptop.call("POST", "auth/password", {"current": PASSWORD, "new": "short"})[0] == 400
+    status, body, _ = laptop.call("POST", "auth/password", {"current": PASSWORD, "new": new})
+    assert (status, body) == (200, {"user": "nina", "other_sessions_ended": 1})
+    assert laptop.call("GET", "auth/me")[0] == 200
+    assert phone.call("GET", "auth/me")[0] == 401
+    assert Browser(engine).login("nina", PASSWORD)[0] == 401
+    assert Browser(engine).login("nina", new)[0] == 200
+    reset = "reset-by-admin-3"
+    assert engine.api("POST", "users/nina/password", {"password": reset}) == (
+        200, {"user": "nina", "sessions_ended": 2})
+    assert laptop.call("GET", "auth/me")[0] == 401
+    assert engine.api("POST", "users/nobody/password", {"password": reset})[0] == 400
+    assert Browser(engine).login("nina", reset)[0] == 200
+    rows = [r for r in audit_rows(engine) if r.action.startswith("user.password")]
+    assert [(r.actor, r.action) for r in rows] == [
+        ("nina", "user.password_change_failed"), ("nina", "user.password_changed"),
+        ("cli", "user.password_reset")]
+    assert all(secret not in r.detail for r in rows
+               for secret in (PASSWORD, new, reset, "not-it-at-all"))
+
+
+def test_password_guesses_through_the_change_route_lock_out(engine: EngineProcess) -> None:
+    """A session cannot be used to guess the password faster than the login page could."""
+    add_user(engine, "otto", "viewer")
+    otto = Browser(engine)
+    assert otto.login("otto", PASSWORD)[0] == 200
+    answers = [otto.call("POST", "auth/password", {"current": f"guess-number-{n}",
+                                                    "new": "whatever-new-1"})[0]
+               for n in range(6)]
+    assert answers == [403] * 5 + [429]
+
+
 def test_the_local_token_file_is_private_and_goes_away_at_stop(tmp_path: Path) -> None:
     """The engine writes admin.token mode 0600 at start and removes it when it stops."""
     proc = start_engine(tmp_path / "data")

@@ -345,6 +345,34 @@ def test_operator_finds_opens_and_reprocesses_a_message(browser: Any, tmp_path: 
               "the viewer told that content needs the operator role")
         assert not browser.find_elements(By.CSS_SELECTOR, ".segment")
 
+        # The viewer changes his own password on the Password page.
+        until(browser, lambda d: click(d, 'a[data-page="account"]'), "the password page")
+        fresh = "victors-new-pass-4"
+
+        def change_password(current: str, new: str, again: str) -> None:
+            for field, value in (("current", current), ("new", new), ("again", again)):
+                box = until(browser, lambda d, f=field: d.find_element(By.ID, f"password-{f}"),
+                            f"the {field} password box")
+                box.clear()
+                box.send_keys(value)
+            browser.find_element(By.ID, "password-submit").click()
+
+        change_password(PASSWORDS["victor"], fresh, fresh + "x")
+        until(browser, lambda d: text_of(d, "#password-error") == "The new passwords differ.",
+              "the mismatch refused in the page")
+        change_password("not his password", fresh, fresh)
+        until(browser, lambda d: text_of(d, "#password-error")
+              == "The current password is wrong.", "a wrong current password refused")
+        change_password(PASSWORDS["victor"], fresh, fresh)
+        until(browser, lambda d: text_of(d, "#notice") == "Password changed.",
+              "the password changed")
+        browser.find_element(By.ID, "logout").click()
+        log_in(browser, "victor", PASSWORDS["victor"])
+        until(browser, lambda d: text_of(d, "#login-error") == "Wrong user or password.",
+              "the old password refused")
+        log_in(browser, "victor", fresh)
+        until(browser, lambda d: text_of(d, "#who") == "victor · viewer", "the new one works")
+
         # An administrator pauses and resumes the channel from the page.
         browser.find_element(By.ID, "logout").click()
         log_in(browser, "ada", PASSWORDS["ada"])
