@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from channels.destinations.fhir import FHIRDestinationConfig
 from channels.destinations.registry import DestinationConfig
 from channels.pcd import PcdConfig
 from channels.preprocess import PreprocessStep
@@ -153,6 +154,19 @@ class ChannelConfig(Strict):
                 raise ValueError(f"destination name {spec.name!r} is used twice")
             seen.add(spec.name)
         return self
+
+    @model_validator(mode="after")
+    def _fhir_zone_from_pcd(self) -> ChannelConfig:
+        """A FHIR destination without its own `timezone` reads device times written
+        without an offset in the channel's `pcd.default_timezone`, as the channel's
+        device rules do, so both agree on when an observation was made."""
+        zone = self.pcd.default_timezone if self.pcd is not None else None
+        if zone is None:
+            return self
+        return self.model_copy(update={"destinations": [
+            spec.model_copy(update={"to": spec.to.model_copy(update={"timezone": zone})})
+            if isinstance(spec.to, FHIRDestinationConfig) and spec.to.timezone is None
+            else spec for spec in self.destinations]})
 
 
 def channel_schema() -> dict[str, Any]:

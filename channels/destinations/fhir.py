@@ -85,7 +85,8 @@ class FHIRDestinationConfig(BaseModel):
     tls_ca: Path | None = Field(None, description="CA certificates (PEM) to verify the server.")
     timezone: str | None = Field(
         None, description="IANA zone of device times written without an offset "
-        "(default: the offset of the sender's MSH-7).")
+        "(default: the channel's pcd.default_timezone, else the offset of the sender's "
+        "MSH-7).")
     subject: Literal["identifier", "conditional", "none"] = "identifier"
     patient_identifier_system: str | None = None
     max_response_bytes: int = Field(1024 * 1024, ge=0)

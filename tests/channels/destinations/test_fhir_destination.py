@@ -95,6 +95,32 @@ def test_registry_builds_the_fhir_type_from_a_channel_file_mapping() -> None:
     assert isinstance(build_destination("ehr", parsed, reactor), FHIRDestination)
 
 
+def test_without_its_own_zone_a_fhir_destination_takes_the_channels_device_zone() -> None:
+    """Device times without an offset mean the same instant to the channel's device rules
+    (`pcd.default_timezone`) and to the FHIR mapping, unless the destination names a zone."""
+    from channels.destinations.fhir import pcd_bundle
+    from channels.model import ChannelConfig
+
+    channel = ChannelConfig.model_validate({
+        "name": "icu", "pcd": {"default_timezone": "America/Chicago"},
+        "destinations": [
+            {"name": "inherits", "to": {"type": "fhir", "base_url": "http://h/fhir"}},
+            {"name": "own", "to": {"type": "fhir", "base_url": "http://h/fhir",
+                                   "timezone": "UTC"}}]})
+    assert [spec.to.timezone for spec in channel.destinations] == ["America/Chicago", "UTC"]
+    message = (b"MSH|^~\\&|MON^0123456789ABCDEF^EUI-64|ICU|||20261125100000||ORU^R01^ORU_R01|"
+               b"Z1|P|2.6|||AL|NE||8859/1|||IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1"
+               b"^ISO\r"
+               b"PID|||MRN1^^^HOSP^MR||Doe^John\r"
+               b"OBR|1|||182777000^monitoring of patient^SCT|||20261125100000\r"
+               b"OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|97|262688^MDC_DIM_PERCENT^MDC"
+               b"|||||F|||20261125100000\r")
+    times = [{entry["resource"].get("effectiveDateTime")
+              for entry in pcd_bundle(spec.to)(message)["entry"]} - {None}
+             for spec in channel.destinations]
+    assert times == [{"2026-11-25T10:00:00-06:00"}, {"2026-11-25T10:00:00+00:00"}]
+
+
 def test_tls_ca_is_relative_to_the_channel_file() -> None:
     """As for the HTTP destination, a relative CA path is read from the file's folder."""
     c = config("https://ehr.example/fhir", tls_ca="certs/ca.pem")
