@@ -29,7 +29,7 @@ from channels.pipeline import NO_DESTINATIONS, ChannelPipeline, Decision, Prepar
 from engine.store.deliveries import NewDelivery, Routing
 from engine.store.status import ContentKind, Status
 from engine.store.store import Store
-from engine.workers.pool import PipelineWorkers, WorkersUnavailable
+from engine.workers.pool import PipelineWorkers, WorkerOverdue, WorkersUnavailable
 
 log = Logger()
 
@@ -224,10 +224,24 @@ class Router:
 
     def _undecided(self, failure: Failure, batch: list[tuple[int, str, bytes]]
                    ) -> defer.Deferred[None] | None:
-        if not failure.check(WorkersUnavailable):
+        decided: dict[int, Decision] = {}
+        if isinstance(failure.value, WorkerOverdue):
+            stuck, seconds = set(failure.value.message_ids), failure.value.seconds
+            decided = {mid: self._overdue(mid, channel, seconds)
+                       for mid, channel, _ in batch if mid in stuck}
+        elif not failure.check(WorkersUnavailable):
             log.error("pipeline workers failed a batch ({kind}); deciding it here",
                       kind=failure.type.__name__)
-        return self._process_here(batch, {})
+        return self._process_here(batch, decided)
+
+    @staticmethod
+    def _overdue(message_id: int, channel: str, seconds: float) -> Decision:
+        """ERROR for a message whose worker never answered: deciding it here could hang
+        the reactor the same way; an operator reprocesses it once the cause is fixed."""
+        log.error("message {id} of channel {channel}: its pipeline worker gave no answer "
+                  "in {s:g} s", id=message_id, channel=channel, s=seconds)
+        text = f"pipeline gave no answer in {seconds:g} s (worker restarted)"
+        return Decision(Verdict.ERROR, text, text)
 
     def _process_here(self, batch: list[tuple[int, str, bytes]],
                       decided: dict[int, Decision]) -> defer.Deferred[None] | None:

@@ -15,7 +15,9 @@ A worker is told the deployed channels before the first batch it decides after a
 change (a redeploy makes new config objects, so a change is seen by identity). Batches are
 split over the workers and answered in order. When no worker can answer (still starting,
 crashed, stopping), `decide` fails with `WorkersUnavailable` and the router decides in
-the engine process instead, so routing never waits on a worker's restart.
+the engine process instead, so routing never waits on a worker's restart. A batch left
+unanswered past `ANSWER_SECONDS` fails with `WorkerOverdue` instead: its messages are not
+decided again in the engine process, where what stuck the worker would stop the reactor.
 """
 
 from __future__ import annotations
@@ -57,6 +59,20 @@ class WorkersUnavailable(Exception):
     """No worker can decide this batch now; the caller decides it itself."""
 
 
+class WorkerOverdue(WorkersUnavailable):
+    """A worker gave no answer for these messages in time and was ended.
+
+    One of them may be what stuck it (a hook that never returns): decided again on the
+    reactor thread it would stop every ACK, so the caller must not decide them itself.
+    The rest of the batch it may.
+    """
+
+    def __init__(self, message_ids: Sequence[int], seconds: float) -> None:
+        super().__init__(f"no answer in {seconds:g} s")
+        self.message_ids = tuple(message_ids)
+        self.seconds = seconds
+
+
 class _Frames(protocol.Protocol):
     """A worker's frame socket, read in large pieces; everything goes to its `_Child`."""
 
@@ -85,6 +101,8 @@ class _Child(protocol.ProcessProtocol):
         self._frames: _Frames | None = None
         self._closing = False
         self._waiting: deque[defer.Deferred[list[Any]]] = deque()
+        self._overdue_batches: dict[int, tuple[int, ...]] = {}
+        """Message ids of batches found overdue, by their Deferred's id()."""
         self.configured: tuple[tuple[str, int], ...] | None = None
         self.running = False
         self.ended: defer.Deferred[None] = defer.Deferred()
@@ -109,15 +127,18 @@ class _Child(protocol.ProcessProtocol):
         d: defer.Deferred[list[Any]] = defer.Deferred()
         self._waiting.append(d)
         self.send(("decide", list(items)))
-        timer = self._pool.clock.callLater(self._pool.answer_seconds, self._overdue, d)
+        timer = self._pool.clock.callLater(self._pool.answer_seconds, self._overdue, d,
+                                           tuple(mid for mid, _, _ in items))
         d.addBoth(_cancel_timer, timer)
         return d
 
-    def _overdue(self, d: defer.Deferred[list[Any]]) -> None:
-        """No answer in time (a stuck process): end it; its batches go back to the router."""
+    def _overdue(self, d: defer.Deferred[list[Any]], message_ids: tuple[int, ...]) -> None:
+        """No answer in time (a stuck process): end it. This batch fails as overdue, the
+        ones queued behind it go back to the router."""
         if not d.called:
-            log.error("pipeline worker gave no answer in {s:g} s; restarting it",
-                      s=self._pool.answer_seconds)
+            log.error("pipeline worker gave no answer in {s:g} s for {n} messages; "
+                      "restarting it", s=self._pool.answer_seconds, n=len(message_ids))
+            self._overdue_batches[id(d)] = message_ids
             _kill(self)
 
     def framesReceived(self, data: bytes) -> None:
@@ -146,8 +167,11 @@ class _Child(protocol.ProcessProtocol):
         self.running = False
         self.close()
         waiting, self._waiting = self._waiting, deque()
+        overdue, self._overdue_batches = self._overdue_batches, {}
         for d in waiting:
-            d.errback(WorkersUnavailable("pipeline worker ended"))
+            stuck = overdue.get(id(d))
+            d.errback(WorkerOverdue(stuck, self._pool.answer_seconds) if stuck is not None
+                      else WorkersUnavailable("pipeline worker ended"))
         self.ended.callback(None)
         self._pool._ended(self, reason)
 

@@ -23,6 +23,7 @@ from engine.workers.framing import FrameReader, encode
 from engine.workers.pool import (
     SOCKET_BUFFER_BYTES,
     PipelineWorkers,
+    WorkerOverdue,
     WorkersUnavailable,
     _Child,
 )
@@ -244,6 +245,34 @@ def test_without_workers_the_router_decides_itself() -> None:
     assert len(workers.asked) == 1
 
 
+def test_messages_a_worker_never_answered_are_errors_and_not_decided_here() -> None:
+    """A stuck worker's batch may hold what stuck it: those messages become ERROR (to be
+    reprocessed), never run on the reactor thread; the rest of the batch is decided here."""
+    recorded: list[Any] = []
+    ran_here: list[bytes] = []
+    clock = task.Clock()
+    config, pipeline = inbound_config()
+    raw = corpus_messages(1)[0]
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pipeline, name)
+
+        def prepare(self, message: bytes) -> Any:
+            ran_here.append(message)
+            return pipeline.prepare(message)
+
+    workers = FakeWorkers(WorkerOverdue([1], 60.0))
+    router = Router(lambda r: recorded.extend(r) or defer.succeed(None), clock,
+                    lambda channel: Recording(), workers=workers)  # type: ignore[arg-type]
+    route_all(router, clock, [(1, config.name, b"MSH|the one that hangs"),
+                              (2, config.name, raw)])
+    assert ran_here == [raw]
+    assert [(r.message_id, r.status.value, r.error) for r in recorded] == [
+        (1, "ERROR", "pipeline gave no answer in 60 s (worker restarted)"),
+        (2, pipeline.run(raw).verdict.value, None)]
+
+
 def test_a_defect_in_a_worker_is_an_error_on_the_message() -> None:
     recorded: list[Any] = []
     clock = task.Clock()
@@ -284,7 +313,8 @@ class StuckWorkerTests(unittest.TestCase):
         [child] = workers._children
         os.kill(child.transport.pid, signal.SIGSTOP)  # alive, but answering nothing
         stuck = workers.decide([(1, config.name, corpus_messages(1)[0])])
-        yield self.assertFailure(stuck, WorkersUnavailable)
+        overdue = yield self.assertFailure(stuck, WorkerOverdue)
+        self.assertEqual((overdue.message_ids, overdue.seconds), ((1,), 1.0))
         for _ in range(600):
             if workers.ready:
                 break
