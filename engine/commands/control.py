@@ -15,6 +15,9 @@ from engine.config import EngineConfig
 
 TIMEOUT_S = 60.0
 TOKEN_ENV = "INTERLINK_TOKEN"
+CLIENT_CERT_ENV = "INTERLINK_CLIENT_CERT"
+CLIENT_KEY_ENV = "INTERLINK_CLIENT_KEY"
+"""PEM files the CLI presents to an admin port that requires a client certificate."""
 
 
 def os_user() -> str:
@@ -64,8 +67,14 @@ def request(config: EngineConfig, method: str, path: str, body: Any = None
             return answer.status, json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
-    except (urllib.error.URLError, ConnectionError) as error:
-        raise EngineUnreachable(f"no engine answering at {url}: {error}") from error
+    except OSError as error:  # refused, timed out, or TLS failed (URLError, SSLError)
+        hint = ""
+        tls = config.admin.tls
+        if tls is not None and tls.require_client_certificate \
+                and not os.environ.get(CLIENT_CERT_ENV):
+            hint = (f" (the admin port requires a client certificate: set {CLIENT_CERT_ENV}"
+                    f" and {CLIENT_KEY_ENV} to PEM files)")
+        raise EngineUnreachable(f"no engine answering at {url}: {error}{hint}") from error
 
 
 def api_url(config: EngineConfig, path: str) -> str:
@@ -83,7 +92,8 @@ def open_api(req: urllib.request.Request, timeout: float, config: EngineConfig) 
 
 
 def _tls_context(config: EngineConfig) -> Any:
-    """For an admin port with TLS: trust its own certificate (this machine's engine)."""
+    """For an admin port with TLS: trust its own certificate (this machine's engine), and
+    present `INTERLINK_CLIENT_CERT` (with `INTERLINK_CLIENT_KEY`) when set."""
     tls = config.admin.tls
     if tls is None:
         return None
@@ -95,6 +105,9 @@ def _tls_context(config: EngineConfig) -> Any:
     # is this machine's, which the certificate need not name.
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.check_hostname = False
+    certificate = os.environ.get(CLIENT_CERT_ENV)
+    if certificate:
+        context.load_cert_chain(certificate, os.environ.get(CLIENT_KEY_ENV) or None)
     return context
 
 

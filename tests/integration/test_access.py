@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from engine.store.schema import audit_events
 from engine.store.store import open_store, sqlite_url
 from tests.mllp.certs import issue, make_ca
-from tests.support import EngineProcess, free_port, start_engine
+from tests.support import INTERLINK, REPO, EngineProcess, engine_env, free_port, start_engine
 
 PASSWORD = "correct-horse-9"
 
@@ -297,6 +298,33 @@ def test_admin_port_serves_tls_when_configured(tmp_path: Path) -> None:
     finally:
         engine.stop()
     assert "https://" in engine.log.read_text()
+
+
+def test_the_cli_presents_a_client_certificate_where_the_admin_port_requires_one(
+        tmp_path: Path) -> None:
+    """With require_client_certificate the CLI without INTERLINK_CLIENT_CERT says what is
+    missing; with a certificate from the configured CA it is served."""
+    ca = make_ca(tmp_path / "pki", "Interlink Test CA")
+    leaf = issue(tmp_path / "pki", ca, "admin", server=True)
+    operator = issue(tmp_path / "pki", ca, "operator-laptop", server=False)
+    config = tmp_path / "interlink.yaml"
+    config.write_text(f"admin:\n  tls: {{certificate: {leaf.certificate}, "
+                      f"private_key: {leaf.private_key}, ca_certificates: {ca.certificate}, "
+                      "require_client_certificate: true}\n")
+    engine = start_engine(tmp_path / "data", config=config)
+    try:
+        refused = engine.run_cli("channels", "list", "--json")
+        assert refused.returncode == 3
+        assert "set INTERLINK_CLIENT_CERT and INTERLINK_CLIENT_KEY" in refused.stderr
+        env = engine_env(engine.data_dir, engine.port, config, engine.admin_port)
+        env |= {"INTERLINK_CLIENT_CERT": str(operator.certificate),
+                "INTERLINK_CLIENT_KEY": str(operator.private_key)}
+        served = subprocess.run([*INTERLINK, "channels", "list", "--json"], env=env, cwd=REPO,
+                                capture_output=True, text=True, timeout=60)
+        assert served.returncode == 0, served.stderr
+        assert json.loads(served.stdout)["channels"] == []
+    finally:
+        engine.stop()
 
 
 def test_admin_port_beyond_loopback_without_tls_is_warned_about(tmp_path: Path) -> None:
