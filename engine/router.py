@@ -226,22 +226,15 @@ class Router:
                    ) -> defer.Deferred[None] | None:
         decided: dict[int, Decision] = {}
         if isinstance(failure.value, WorkerOverdue):
-            stuck, seconds = set(failure.value.message_ids), failure.value.seconds
-            decided = {mid: self._overdue(mid, channel, seconds)
-                       for mid, channel, _ in batch if mid in stuck}
+            # Deciding these here could hang the reactor as it hung the worker: they are
+            # ERROR, reprocessed by an operator once the cause is fixed.
+            text = f"pipeline gave no answer in {failure.value.seconds:g} s (worker restarted)"
+            overdue = Decision(Verdict.ERROR, text, text)
+            decided = dict.fromkeys(failure.value.message_ids, overdue)
         elif not failure.check(WorkersUnavailable):
             log.error("pipeline workers failed a batch ({kind}); deciding it here",
                       kind=failure.type.__name__)
         return self._process_here(batch, decided)
-
-    @staticmethod
-    def _overdue(message_id: int, channel: str, seconds: float) -> Decision:
-        """ERROR for a message whose worker never answered: deciding it here could hang
-        the reactor the same way; an operator reprocesses it once the cause is fixed."""
-        log.error("message {id} of channel {channel}: its pipeline worker gave no answer "
-                  "in {s:g} s", id=message_id, channel=channel, s=seconds)
-        text = f"pipeline gave no answer in {seconds:g} s (worker restarted)"
-        return Decision(Verdict.ERROR, text, text)
 
     def _process_here(self, batch: list[tuple[int, str, bytes]],
                       decided: dict[int, Decision]) -> defer.Deferred[None] | None:
