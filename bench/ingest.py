@@ -8,7 +8,11 @@ message, every ACK checked), and prints msgs/s, p50/p99 ACK latency and Interlin
 throughput as a ratio of the ceiling's. Absolute rates drift between runs on shared
 machines; the ratio is the figure to compare.
 
-    .venv/bin/python bench/ingest.py [--duration 10] [--connections 1 10 100]
+    .venv/bin/python bench/ingest.py [--duration 10] [--connections 1 10 100] [--repeat 3]
+
+With `--repeat N` each connection count is measured N times (ceiling, then Interlink,
+each time) and the median ratio is printed after the runs: on a noisy machine one pair
+of runs can be a quarter off.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,15 +105,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per connection count; the median ratio is printed")
     parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results"
                         / "ingest.json")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="interlink-bench-") as tmp:
         for n in args.connections:
-            ceiling = measure("ceiling", n, args.duration, Path(tmp))
-            engine = measure("interlink", n, args.duration, Path(tmp))
-            rows.append({"connections": n, "ceiling": ceiling, "interlink": engine})
+            for run in range(1, args.repeat + 1):
+                ceiling = measure("ceiling", n, args.duration, Path(tmp))
+                engine = measure("interlink", n, args.duration, Path(tmp))
+                rows.append({"connections": n, "run": run, "ceiling": ceiling,
+                             "interlink": engine})
     print(f"{'conns':>5}  {'ceiling msg/s':>13}  {'p50/p99 ms':>13}  "
           f"{'interlink msg/s':>15}  {'p50/p99 ms':>13}  {'ratio':>6}  ok")
     all_ok = True
@@ -122,6 +131,12 @@ def main() -> int:
               f"{e['msgs_per_s']:>15,.0f}  "
               f"{e['latency_ms']['p50']:>6.2f}/{e['latency_ms']['p99']:<6.2f}  "
               f"{ratio:>6.1%}  {e['ok']}")
+    if args.repeat > 1:
+        for n in args.connections:
+            ratios = [row["ratio"] for row in rows if row["connections"] == n]
+            print(f"{n:>5}  median ratio of {len(ratios)} runs: "
+                  f"{statistics.median(ratios):.1%} (from {min(ratios):.1%} to "
+                  f"{max(ratios):.1%})")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(rows, indent=2))
     return 0 if all_ok else 1
