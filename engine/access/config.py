@@ -23,3 +23,6 @@ class AccessConfig(Strict):
     max_lockout_seconds: float = Field(3600.0, ge=0, description="Longest lockout.")
     secure_cookie: bool | None = Field(
         None, description="Mark the session cookie Secure; by default, when admin TLS is on.")
+    metrics_require_token: bool = Field(
+        False, description="Serve /metrics only to callers with an API token (any role), "
+        "as Prometheus sends one with `authorization: {credentials: …}`.")

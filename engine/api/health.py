@@ -1,10 +1,10 @@
 """`/metrics`, `/healthz` and `/readyz` beside the API, for Prometheus and load balancers.
 
-`/metrics` is the Prometheus text format, unauthenticated like most exporters: it carries
-names and numbers, never message content. (An option to require a token can come with
-the access settings.) `/healthz` answers while the process runs; `/readyz` answers 200
-only when the store answers a trivial query, the writer runs and channels are deployed,
-and 503 with the reason otherwise.
+`/metrics` is the Prometheus text format, unauthenticated like most exporters unless
+`access.metrics_require_token` is set: it carries names and numbers, never message
+content. `/healthz` answers while the process runs; `/readyz` answers 200 only when the
+store answers a trivial query, the writer runs and channels are deployed, and 503 with the
+reason otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.web import resource, server
 
 from engine.metrics import CONTENT_TYPE
@@ -21,6 +22,7 @@ from engine.store.queue_stats import ping
 if TYPE_CHECKING:
     from engine.service import EngineService
 
+log = Logger()
 STORE_TIMEOUT_SECONDS = 2.0
 
 
@@ -33,10 +35,35 @@ class MetricsPage(resource.Resource):
         super().__init__()
         self._engine = engine
 
-    def render_GET(self, request: server.Request) -> bytes:
+    def render_GET(self, request: server.Request) -> bytes | int:
+        if not self._engine.config.access.metrics_require_token:
+            return self._exposition(request)
+        d = defer.ensureDeferred(self._engine.access.authenticate(request))
+        d.addCallbacks(self._answer, self._failed, callbackArgs=(request,),
+                       errbackArgs=(request,))
+        return server.NOT_DONE_YET
+
+    def _answer(self, principal: Any, request: server.Request) -> None:
+        if principal is None:
+            request.setHeader(b"www-authenticate", b'Bearer realm="interlink"')
+            self._finish(request, _json(request, 401, {"error": "an API token is required"}))
+        else:
+            self._finish(request, self._exposition(request))
+
+    def _failed(self, failure: Any, request: server.Request) -> None:
+        log.error("could not check a /metrics caller: {kind}", kind=failure.type.__name__)
+        self._finish(request, _json(request, 503, {"error": "cannot check the token now"}))
+
+    @staticmethod
+    def _finish(request: server.Request, body: bytes) -> None:
+        if not request._disconnected:  # type: ignore[attr-defined]
+            request.write(body)
+            request.finish()
+
+    def _exposition(self, request: server.Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE.encode())
         request.setHeader(b"cache-control", b"no-store")
-        return self._engine.metrics.exposition()
+        return bytes(self._engine.metrics.exposition())
 
 
 class HealthPage(resource.Resource):

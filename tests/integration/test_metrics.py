@@ -211,3 +211,32 @@ def dashboard_metric_names() -> set[str]:
 
     walk(dashboard)
     return {name for q in queries for name in re.findall(r"\binterlink_[a-z_]+\b", q)}
+
+
+def test_metrics_can_require_an_api_token(tmp_path: Path) -> None:
+    """With access.metrics_require_token, /metrics answers 401 without a token or with a
+    wrong one, and the registry to a token of any role; the health checks stay open."""
+    config = tmp_path / "interlink.yaml"
+    config.write_text("access: {metrics_require_token: true}\n")
+    engine = start_engine(tmp_path / "data", config=config)
+    try:
+        assert engine.api("POST", "users", {"name": "scraper", "role": "viewer",
+                                            "password": "scraper-pass-1"})[0] == 201
+        status, created = engine.api("POST", "tokens", {"name": "prometheus",
+                                                        "user": "scraper"})
+        assert status == 201, created
+        url = f"http://127.0.0.1:{engine.admin_port}/metrics"
+        for headers in ({}, {"authorization": "Bearer il_not-a-token"}):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                       timeout=10)
+            assert refused.value.code == 401
+            assert refused.value.headers["www-authenticate"].startswith("Bearer")
+        scrape = urllib.request.Request(
+            url, headers={"authorization": f"Bearer {created['token']}"})
+        with urllib.request.urlopen(scrape, timeout=10) as answer:
+            names = {f.name for f in text_string_to_metric_families(answer.read().decode())}
+        assert "interlink_messages_received" in names
+        assert get(engine, "healthz")[0] == 200
+    finally:
+        assert engine.stop() == 0
