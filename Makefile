@@ -26,6 +26,7 @@ lint: $(BIN)/interlink
 	$(BIN)/ruff format --check .
 
 bench: $(BIN)/interlink
+	$(BIN)/python bench/receive_path.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/end_to_end.py
 
