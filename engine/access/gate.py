@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
@@ -213,27 +213,24 @@ class AccessGate:
     async def login(self, name: str, password: str, request: server.Request) -> LoggedIn:
         """Check a password (with lockout) and open a session; every outcome is audited."""
         peer = peer_of(request)
-        user_key, peer_key = f"user:{name}", f"peer:{peer_host(request)}"
-        wait = self.throttle.retry_after(user_key, peer_key)
+        keys = self._throttle_keys(name, request)
+        wait = self.throttle.retry_after(*keys)
         if wait > 0:
-            if self.throttle.first_refusal(user_key, peer_key):
+            if self.throttle.first_refusal(*keys):
                 await self.engine.audit_action(name, "auth.login_failed", peer=peer,
                                                detail={"reason": "locked out"})
             raise LoginRefused(429, "too many failed logins; try again later", wait)
-        found = await self.read(directory.password_hash_of, name)
-        stored = found[1] if found else dummy_hash(self.password_parameters)
-        matches = await deferToThread(verify_password, password, stored)
-        if found is None or not matches:
-            self.throttle.failed(user_key)
-            self.throttle.failed(peer_key, self.peer_limit)
-            reason = "no such user" if found is None else "wrong password"
-            await self.engine.audit_action(name if found else "anonymous",
-                                           "auth.login_failed", peer=peer,
-                                           detail={"user": name, "reason": reason})
+        found = await self._verified(name, password, keys)
+        if found is None:
+            await self.engine.audit_action("anonymous", "auth.login_failed", peer=peer,
+                                           detail={"user": name, "reason": "no such user"})
             raise LoginRefused(401, "wrong user name or password")
-        user = found[0]
-        self.throttle.succeeded(user_key)
-        self.throttle.succeeded(peer_key)
+        if found is False:
+            await self.engine.audit_action(name, "auth.login_failed", peer=peer,
+                                           detail={"user": name, "reason": "wrong password"})
+            raise LoginRefused(401, "wrong user name or password")
+        user, stored = found
+        self.throttle.succeeded(keys[1])
         if needs_rehash(stored, self.password_parameters):
             await self._rehash(user.name, password)
         session = self.sessions.open(user.name)
@@ -247,20 +244,15 @@ class AccessGate:
         it (and counts towards the same lockout); the user's other sessions end.
         Returns how many sessions ended. Raises LoginRefused (403, 429) or AccessError."""
         peer = peer_of(request)
-        user_key, peer_key = f"user:{name}", f"peer:{peer_host(request)}"
-        wait = self.throttle.retry_after(user_key, peer_key)
+        keys = self._throttle_keys(name, request)
+        wait = self.throttle.retry_after(*keys)
         if wait > 0:
             raise LoginRefused(429, "too many failed attempts; try again later", wait)
         directory.check_password(new)
-        found = await self.read(directory.password_hash_of, name)
-        stored = found[1] if found else dummy_hash(self.password_parameters)
-        if found is None or not await deferToThread(verify_password, current, stored):
-            self.throttle.failed(user_key)
-            self.throttle.failed(peer_key, self.peer_limit)
+        if not await self._verified(name, current, keys):
             await self.engine.audit_action(name, "user.password_change_failed", peer=peer,
                                            detail={"user": name, "reason": "wrong password"})
             raise LoginRefused(403, "the current password is wrong")
-        self.throttle.succeeded(user_key)
         fresh = await deferToThread(hash_password, new, self.password_parameters)
         now = now_us()
         event = AuditEvent(now, name, "user.password_changed", None, None,
@@ -269,6 +261,26 @@ class AccessGate:
                                         [event]))
         session = self.session_of(request)
         return self.sessions.close_user(name, keep=session.id if session else None)
+
+    @staticmethod
+    def _throttle_keys(name: str, request: server.Request) -> tuple[str, str]:
+        """The lockout counters a password attempt counts against: the user's, the peer's."""
+        return f"user:{name}", f"peer:{peer_host(request)}"
+
+    async def _verified(self, name: str, password: str, keys: tuple[str, str]
+                        ) -> tuple[directory.User, str] | Literal[False] | None:
+        """The user and stored hash when `password` is theirs; None for no such user, False
+        for a wrong password. A miss counts against both lockout keys, a match clears the
+        user's. An unknown user is checked against a dummy hash, so both take as long."""
+        found = await self.read(directory.password_hash_of, name)
+        stored = found[1] if found else dummy_hash(self.password_parameters)
+        matches = await deferToThread(verify_password, password, stored)
+        if found is None or not matches:
+            self.throttle.failed(keys[0])
+            self.throttle.failed(keys[1], self.peer_limit)
+            return None if found is None else False
+        self.throttle.succeeded(keys[0])
+        return found
 
     async def _rehash(self, name: str, password: str) -> None:
         """Raise an old hash to the current parameters now that the password is known."""
