@@ -215,9 +215,9 @@ class MultiRowInsert:
         """Insert all rows, in as few statements as the parameter limit allows."""
         step = self._rows_per_statement
         for start in range(0, len(rows), step):
-            chunk = list(rows[start:start + step])
+            chunk = rows[start:start + step]
             if self._pad:
-                chunk.extend([self._nulls] * (statement_rows(len(chunk), step) - len(chunk)))
+                chunk = [*chunk, *[self._nulls] * (statement_rows(len(chunk), step) - len(chunk))]
             cursor.execute(self._statement(len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
