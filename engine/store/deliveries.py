@@ -505,7 +505,9 @@ def claim_lanes(conn: Connection, marker: str, channel: str, destination: str,
     expiry never both take a row. The claim ends before the first skipped row (rows
     arrive in id order): the queue's cursor must not pass it, or a lane cut there and
     continued in a later claim would send that lane's later rows ahead of the skipped one.
-    Rows in `have` (the queue holds them already) are neither locked nor kept again.
+    Rows in `have` (the queue holds them already) are neither locked nor kept again; rows
+    that the lane's previous holder settled since they were read are left out
+    (`lock_rows`).
     """
     keys = sorted({r.lane_key for r in rows})
     if not keys:
@@ -516,17 +518,35 @@ def claim_lanes(conn: Connection, marker: str, channel: str, destination: str,
     mine = [r.id for r in rows if r.lane_key in held and r.id not in have]
     if not mine:
         return LaneClaim([], others, len(rows))
-    m = marker
-    locked = {row[0] for row in conn.exec_driver_sql(
-        f"SELECT id FROM deliveries WHERE id = ANY({m}) FOR UPDATE SKIP LOCKED", (mine,))}
+    locked = lock_rows(conn, marker, mine)
     claimed = []
     for i, r in enumerate(rows):
         if r.lane_key not in held or r.id in have:
             continue
         if r.id not in locked:
             return LaneClaim(claimed, others, i)
+        now_row = locked[r.id]
+        if now_row[0] != Status.QUEUED.value:
+            continue
+        r.attempts, r.next_attempt_at, r.first_attempt_at = now_row[1:]
         claimed.append(r)
     return LaneClaim(claimed, others, len(rows))
+
+
+def lock_rows(conn: Connection, marker: str,
+              ids: list[int]) -> dict[int, tuple[str, int, int, int | None]]:
+    """Lock the rows no other transaction holds; each one's status, attempts,
+    next_attempt_at and first_attempt_at as they are now.
+
+    The rows were read before the claim took their lanes' leases, and in between the
+    node that held a lane may have sent a row, recorded it and released the lane: the
+    read still has it QUEUED. The lock reads the row's latest version, so such a row is
+    seen SENT (or retried later, with more attempts) and is not sent a second time.
+    """
+    m = marker
+    return {row[0]: (row[1], row[2], row[3], row[4]) for row in conn.exec_driver_sql(
+        "SELECT id, status, attempts, next_attempt_at, first_attempt_at FROM deliveries "
+        f"WHERE id = ANY({m}) FOR UPDATE SKIP LOCKED", (ids,))}
 
 
 def take_leases(conn: Connection, marker: str, queue: str, keys: list[str], node: str,

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from engine.store import store as store_module
 from engine.store.deliveries import DeliveryOutcome, NewDelivery, Routing, summarise
 from engine.store.status import ContentKind, Status
 from engine.store.store import Store, now_us, open_store
@@ -273,6 +274,39 @@ def test_releasing_hands_a_lane_over_at_once(postgres_url: str) -> None:
         a.release_leases("inbound", "ehr", node="a", lanes=["P1"])
         assert len(b.claim("inbound", "ehr", node="b").rows) == 2
         assert lease_rows(a) == {"P1": "b"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_rows_settled_while_a_claim_takes_their_lane_are_not_given_again(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node b reads the queue; before it takes lane P1's lease, node a (which held it)
+    sends the first row, retries the second, records both and releases the lane. b's
+    read still has them QUEUED as they were: the claim gives only the retried row, with
+    the attempts and next attempt a recorded, never the row already sent."""
+    a, b = open_store(postgres_url), open_store(postgres_url)
+    try:
+        routed_in_lanes(a, ["P1", "P1"])
+        sent, retried = a.claim("inbound", "ehr", node="a").rows
+        later = now_us() + 60_000_000
+        read_queue = store_module.fetch_queued
+
+        def a_settles_after_the_read(*args, **kwargs):
+            rows = read_queue(*args, **kwargs)
+            assert [r.id for r in rows] == [sent.id, retried.id]
+            a.commit_batch([], outcomes=[
+                outcome(sent, Status.SENT),
+                DeliveryOutcome(retried.id, retried.message_id, "inbound", "ehr",
+                                Status.QUEUED, 1, later, now_us(), "retry")])
+            a.release_leases("inbound", "ehr", node="a", lanes=["P1"])
+            return rows
+
+        monkeypatch.setattr(store_module, "fetch_queued", a_settles_after_the_read)
+        (row,) = b.claim("inbound", "ehr", node="b").rows
+        assert row.id == retried.id and row.payload == retried.payload
+        assert (row.attempts, row.next_attempt_at) == (1, later)
+        assert row.first_attempt_at is not None
     finally:
         a.close()
         b.close()
