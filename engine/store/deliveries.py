@@ -22,6 +22,7 @@ from engine.store.text import storable, storable_or_none
 
 ENGINE_ACTOR = "engine"
 QUEUED, SENT, FILTERED = Status.QUEUED.value, Status.SENT.value, Status.FILTERED.value
+RECEIVED = Status.RECEIVED.value
 ENCODED_KIND, RESPONSE_KIND = ContentKind.ENCODED.value, ContentKind.RESPONSE.value
 IN_LIST_CHUNK = 10000
 """Ids per `IN (…)` list in one statement (well under every driver's parameter limit)."""
@@ -202,11 +203,13 @@ class DeliveryWrites:
     """Statements for routing and outcomes, bound to the store's parameter style."""
 
     def __init__(self, placeholders: Placeholders, insert_delivery: Any,
-                 insert_content: Any, set_status: IdList) -> None:
+                 insert_content: Any) -> None:
         p = placeholders
         self._insert_delivery = insert_delivery
         self._insert_content = insert_content
-        self._set_status = set_status
+        self._route = IdList(
+            p, "UPDATE messages SET status = ?, error = ?, updated_at = ? WHERE id",
+            " AND status = ? RETURNING id")
         self._sent_first_time = IdList(
             p, "UPDATE deliveries SET status = ?, attempts = 1, next_attempt_at = ?, "
                "first_attempt_at = COALESCE(first_attempt_at, ?), held = 0, "
@@ -233,13 +236,29 @@ class DeliveryWrites:
 
     def write_routings(self, cursor: Statements, routings: Sequence[Routing], now: int,
                        entries: list[Entry]) -> None:
-        """Set each message's status and queue its deliveries with their payloads."""
-        delivery_rows: list[tuple[Any, ...]] = []
-        content_rows: list[tuple[Any, ...]] = []
+        """Set each message's status and queue its deliveries with their payloads.
+
+        Only a message still RECEIVED is routed: on a shared store a node starting up
+        routes every RECEIVED message (`Router.recover`), also ones a live node is
+        routing at the same time. The writers' transactions take turns, so the second
+        routing of a message finds it routed and is dropped: one set of deliveries.
+        """
         by_status: dict[tuple[Status, str | None], list[int]] = {}
         for r in routings:
             by_status.setdefault((r.status, storable_or_none(r.error)), []).append(
                 r.message_id)
+        # One statement per distinct outcome (nearly always just QUEUED), not one per row:
+        # each statement step may wait for the interpreter lock behind the reactor.
+        routed: set[int] = set()
+        for (status_, error), ids in by_status.items():
+            for sql, chunk in self._route.chunks(ids):
+                routed.update(row[0] for row in cursor.rows(
+                    sql, (status_.value, error, now, *chunk, RECEIVED)))
+        delivery_rows: list[tuple[Any, ...]] = []
+        content_rows: list[tuple[Any, ...]] = []
+        for r in routings:
+            if r.message_id not in routed:
+                continue
             for d in r.deliveries:
                 status = d.status.value
                 delivery_rows.append((r.message_id, r.channel, d.destination, status,
@@ -250,11 +269,6 @@ class DeliveryWrites:
                                          d.payload))
             entries.append((now, ENGINE_ACTOR, "message.routed", r.message_id, r.channel,
                             routed_detail(r)))
-        # One statement per distinct outcome (nearly always just QUEUED), not one per row:
-        # each statement step may wait for the interpreter lock behind the reactor.
-        for (status_, error), ids in by_status.items():
-            for sql, chunk in self._set_status.chunks(ids):
-                cursor.execute(sql, (status_.value, error, now, *chunk))
         if delivery_rows:
             self._insert_delivery.execute(cursor, delivery_rows)
         if content_rows:

@@ -412,8 +412,7 @@ class Store:
         self._answered_sql = p("SELECT ack_code, channel FROM messages WHERE id = ?")
         self._set_ack_code_sql = p("UPDATE messages SET ack_code = ?, updated_at = ? WHERE id = ?")
         self._deliveries = DeliveryWrites(
-            p, MultiRowInsert("deliveries", DELIVERY_COLUMNS, p, pad=pad), self._insert_content,
-            self._set_status)
+            p, MultiRowInsert("deliveries", DELIVERY_COLUMNS, p, pad=pad), self._insert_content)
 
     # -- writing (the writer thread only) ------------------------------------------------
 

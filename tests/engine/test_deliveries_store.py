@@ -310,3 +310,29 @@ def test_rows_settled_while_a_claim_takes_their_lane_are_not_given_again(
     finally:
         a.close()
         b.close()
+
+
+def test_a_message_is_routed_once_even_when_two_nodes_route_it(store_url: str) -> None:
+    """A node starting up routes every RECEIVED message, also one a live node routes at
+    the same time: whichever routing commits second finds the message routed and is
+    dropped, so there is one set of deliveries and one `message.routed`."""
+    a, b = open_store(store_url), open_store(store_url)
+    try:
+        (first,) = a.commit_batch([incoming("C1")])
+        assert b.pending_routing() == [(first.id, "inbound")]
+
+        def routing(payload: bytes) -> Routing:
+            return Routing(first.id, "inbound", Status.QUEUED,
+                           deliveries=[NewDelivery("ehr", payload, "P1")])
+
+        a.commit_batch([], routings=[routing(b"FROM A")])
+        b.commit_batch([], routings=[routing(b"FROM B")])
+        assert [d["status"] for d in a.deliveries_of(first.id)] == ["QUEUED"]
+        (row,) = a.claim("inbound", "ehr", node="a").rows
+        assert row.payload == b"FROM A"
+        actions = [e["action"] for e in a.audit_trail(first.id)]
+        assert actions == ["message.received", "message.routed"]
+        assert a.verify_audit()[1] is None
+    finally:
+        a.close()
+        b.close()
