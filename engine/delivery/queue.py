@@ -249,14 +249,30 @@ class DestinationQueue:
         self._schedule_renewal()
 
     def pause(self) -> None:
-        """Send nothing new; what is in flight finishes."""
+        """Send nothing new; what is in flight finishes.
+
+        On a shared store a paused queue also stops reading and lets every lane go (its
+        rows are left to the store, its lease released once what is in flight is
+        recorded), so other nodes deliver those lanes meanwhile instead of waiting for
+        the resume.
+        """
         self.paused = True
+        if self._leases is not None:
+            for lane in list(self._lanes.values()):
+                self._let_go_of(lane)
 
     def resume(self) -> None:
-        """Continue sending after `pause`."""
+        """Continue sending after `pause`; on a shared store, from a read from the start."""
         self.paused = False
+        if self._leases is not None:
+            self.wake(rescan=True)
         for lane in list(self._lanes.values()):
             self._run_lane(lane)
+
+    @property
+    def _standing_aside(self) -> bool:
+        """Paused on a shared store: no reads, no lanes kept beyond what is in flight."""
+        return self.paused and self._leases is not None
 
     @defer.inlineCallbacks
     def stop(self, grace_seconds: float = 5.0) -> Any:
@@ -325,7 +341,7 @@ class DestinationQueue:
         if releasing and leases is not None:
             self._calling(lambda: leases.release(releasing).addErrback(
                 self._lease_call_failed, "releasing"))
-        elif self._read_wanted:
+        elif self._read_wanted and not self._standing_aside:
             self._poll()
 
     def _calling(self, start: Callable[[], defer.Deferred[Any]]) -> None:
@@ -420,7 +436,10 @@ class DestinationQueue:
         self._forgotten_during_read.clear()
         self._reading = False
         for lane in list(self._lanes.values()):
-            self._run_lane(lane)
+            if self._standing_aside:
+                self._let_go_of(lane)  # a read under way when the queue was paused
+            else:
+                self._run_lane(lane)
 
     def _left_behind(self, keys: Collection[str]) -> None:
         """Reads may have passed rows of these lanes that this node does not hold."""
@@ -530,6 +549,11 @@ class DestinationQueue:
         if lane.lost:
             return
         lane.lost = True
+        self._let_go_of(lane)
+
+    def _let_go_of(self, lane: Lane) -> None:
+        """Keep only the lane's send in flight: its other rows are forgotten (a later read
+        brings them back), and once the send is recorded the lane leaves memory."""
         if lane.timer is not None and lane.timer.active():
             lane.timer.cancel()
         keep = lane.waiting[:1] if lane.busy else []
@@ -632,8 +656,8 @@ class DestinationQueue:
                 head.id, head.message_id, self.channel, self.name, Status.QUEUED, attempts,
                 head.next_attempt_at, first, result.detail or "retry", result.detail,
                 result.response)
-            if lane.lost:
-                # Another node has the lane now: the row stays QUEUED for it.
+            if lane.lost or self._standing_aside:
+                # Another node has the lane now, or may take it: the row stays QUEUED.
                 lane.waiting.pop(0)
                 self._record_for(lane, outcome).addBoth(self._let_go, head)
             else:

@@ -543,6 +543,64 @@ def test_stopping_releases_the_leases_of_lanes_still_held() -> None:
     assert table.releases == [["A", "B"]] and table.leases == {}
 
 
+def test_a_paused_queue_lets_its_lanes_go_and_reads_from_the_start_on_resume() -> None:
+    """Paused on a shared store, the queue sends nothing new and reads nothing: lanes with
+    nothing in flight are released at once, a lane with a send in flight once its outcome
+    is recorded (a retry leaves its row QUEUED), so other nodes deliver them meanwhile.
+    Resumed, it reads from the start and takes up what is still there."""
+    clock, ehr = task.Clock(), ScriptedEHR()
+    table = SharedTable(clock)
+    table.add(4, lane_of=lambda i: "AABC"[i - 1])
+    ehr.pending = []
+    q = shared_queue(table, ehr, clock)
+    assert ehr.sent == [b"MSG1", b"MSG3", b"MSG4"]
+    ehr.pending.pop(2).callback(DeliveryResult(Verdict.SENT))  # C is done
+    settle(clock)
+    assert table.releases == [["C"]]
+    reads = len(table.reads)
+
+    q.pause()
+    settle(clock)
+    assert table.releases == [["C"]]  # A and B still have a send in flight
+    ehr.pending.pop(1).callback(DeliveryResult(Verdict.RETRY))  # B's retry
+    ehr.pending.pop(0).callback(DeliveryResult(Verdict.SENT))  # A's first row
+    settle(clock)
+    assert sorted(key for call in table.releases[1:] for key in call) == ["A", "B"]
+    assert table.holder("A") is None and table.holder("B") is None
+    assert table.status[3] is Status.QUEUED and table.rows[3].attempts == 1
+    assert q._lanes == {} and q.depth == 0
+    table.add(1, lane_of=lambda i: "D")
+    q.wake()
+    clock.advance(30)
+    settle(clock)
+    assert len(table.reads) == reads and ehr.sent == [b"MSG1", b"MSG3", b"MSG4"]
+
+    ehr.pending = None
+    q.resume()
+    settle(clock)
+    assert table.reads[reads] == 0
+    assert ehr.sent[3:] == [b"MSG2", b"MSG3", b"MSG5"]
+    assert set(table.status.values()) == {Status.SENT}
+
+
+def test_a_read_under_way_when_the_queue_pauses_takes_no_lane() -> None:
+    """Rows a read brings back after the pause are left to the store and their lanes
+    released: the paused node does not sit on lanes it will not send."""
+    clock, ehr = task.Clock(), ScriptedEHR()
+    table = SharedTable(clock)
+    q = shared_queue(table, ehr, clock, rescan_seconds=0)
+    table.pending_reads = []
+    table.add(2, lane_of=lambda i: "AB"[i - 1])
+    q.wake()
+    settle(clock)
+    q.pause()
+    table.pending_reads.pop(0).callback(None)
+    settle(clock)
+    assert ehr.sent == [] and q._lanes == {}
+    assert sorted(key for call in table.releases for key in call) == ["A", "B"]
+    assert table.holder("A") is None and table.holder("B") is None
+
+
 def test_alone_the_queue_makes_no_lease_calls() -> None:
     """Without a shared store there are no renewals, releases or rows left out of a read."""
     clock, ehr = task.Clock(), ScriptedEHR()

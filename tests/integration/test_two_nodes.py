@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +22,7 @@ from engine.store.store import Store, now_us
 from tests.integration.test_delivery import (
     DEADLINE,
     all_in,
+    always,
     in_order,
     oru,
     patient_of,
@@ -164,4 +166,45 @@ def test_a_node_reads_past_a_lane_another_holds_and_takes_a_drained_lane_at_once
         received = ehr.control_ids()
 
     in_order([cid for cid in received if cid.startswith("P-")], first + later)
+    in_order([cid for cid in received if cid.startswith("Q-")], others)
+
+
+def test_a_paused_node_hands_its_lanes_to_the_other(tmp_path: Path, postgres_url: str) -> None:
+    """Node a is sending patient P when its channel is paused: the send in flight
+    finishes, a lets the lane go, and node b delivers the rest of P's messages (a's and
+    its own) in order while a stays paused."""
+    ehr_port = free_port()
+    sources = {"a": free_port(), "b": free_port()}
+    gate = threading.Event()
+    with ExitStack() as stack:
+        ehr = stack.enter_context(peer(always("AA"), port=ehr_port, gate=gate))
+        stack.callback(gate.set)
+        for node, port in sources.items():
+            write_channel(tmp_path / f"channels-{node}", "pumps", port, ehr_port,
+                          destination={"lanes": "PID-3.1"})
+        node_a, _ = (
+            stack.enter_context(running(start_with_channels(
+                tmp_path / f"data-{node}", tmp_path / f"channels-{node}", [port],
+                extra_env={"INTERLINK_STORE_URL": postgres_url,
+                           "INTERLINK_NODE_ID": node})))
+            for node, port in sources.items())
+        store = stack.enter_context(store_of(node_a, postgres_url))
+
+        at_a = [f"P-{n:03d}" for n in range(5)]
+        assert set(send_all(sources["a"], [[oru(cid, "P") for cid in at_a]]).values()) == {
+            "AA"}
+        wait_until(lambda: ehr.control_ids() == ["P-000"], "a sending P's first message")
+        assert node_a.run_cli("channels", "pause", "pumps").returncode == 0
+        at_b = [f"P-{n:03d}" for n in range(5, 10)]
+        others = [f"Q-{n:03d}" for n in range(5)]
+        answers = send_all(sources["b"], [[oru(cid, "P") for cid in at_b],
+                                          [oru(cid, "Q") for cid in others]])
+        assert set(answers.values()) == {"AA"}
+        gate.set()
+        wait_until(lambda: statuses_of(store, "P-") + statuses_of(store, "Q-")
+                   == ["SENT"] * 15, "P's and Q's messages SENT")
+        assert (lease_of(store, "P") or ("b",))[0] == "b"
+        received = ehr.control_ids()
+
+    in_order([cid for cid in received if cid.startswith("P-")], at_a + at_b)
     in_order([cid for cid in received if cid.startswith("Q-")], others)
