@@ -134,7 +134,7 @@ class EngineService(Service):
         is routed again, not answered AA as a duplicate); the answer waits for that."""
         if delivered or self.writer is None or self.store is None:
             return delivered
-        d = self.writer.call(self.store.answer_not_delivered, message_id)
+        d = self.writer.answer_not_delivered([message_id])
         d.addErrback(lambda failure: log.error(
             "could not record the AE answer of message {id}: {kind}", id=message_id,
             kind=failure.type.__name__))

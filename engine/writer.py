@@ -45,15 +45,19 @@ class Changes:
     transitions: list[Transition] = field(default_factory=list)
     routings: list[Routing] = field(default_factory=list)
     outcomes: list[DeliveryOutcome] = field(default_factory=list)
+    not_delivered: list[int] = field(default_factory=list)
+    """Messages whose sender was answered AE/CE after all (`after_delivery`)."""
 
     @property
     def size(self) -> int:
-        return len(self.transitions) + len(self.routings) + len(self.outcomes)
+        return (len(self.transitions) + len(self.routings) + len(self.outcomes)
+                + len(self.not_delivered))
 
     def extend(self, other: Changes) -> None:
         self.transitions.extend(other.transitions)
         self.routings.extend(other.routings)
         self.outcomes.extend(other.outcomes)
+        self.not_delivered.extend(other.not_delivered)
 
 
 class WriterClosed(Exception):
@@ -136,6 +140,11 @@ class GroupCommitWriter:
         """Queue delivery outcomes; fires once committed."""
         return self._queue_changes(Changes(outcomes=list(outcomes)))
 
+    def answer_not_delivered(self, message_ids: Sequence[int]) -> defer.Deferred[None]:
+        """Queue the record that these messages' senders hear AE/CE (delivery failed or
+        timed out); fires once committed, before the answer goes out."""
+        return self._queue_changes(Changes(not_delivered=list(message_ids)))
+
     def call(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
         """Run `fn(*args)` on the writer's thread, between two commits (e.g. reprocess)."""
         if self._closed:
@@ -210,7 +219,7 @@ class GroupCommitWriter:
                 try:
                     stored = self._store.commit_batch(
                         [m for m, _ in incoming], merged.transitions, merged.routings,
-                        merged.outcomes)
+                        merged.outcomes, merged.not_delivered)
                 except BaseException:
                     call_back(self._failed, Failure(), incoming, changes)
                 else:

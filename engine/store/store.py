@@ -409,8 +409,10 @@ class Store:
             p, "SELECT id, channel, sending_application, sending_facility, control_id "
                "FROM messages WHERE control_id",
             " AND received_at >= ? AND duplicate_of IS NULL AND ack_code IN (?, ?)")
-        self._answered_sql = p("SELECT ack_code, channel FROM messages WHERE id = ?")
-        self._set_ack_code_sql = p("UPDATE messages SET ack_code = ?, updated_at = ? WHERE id = ?")
+        self._answer_not_delivered = IdList(
+            p, "UPDATE messages SET ack_code = CASE ack_code WHEN ? THEN ? ELSE ? END, "
+               "updated_at = ? WHERE id",
+            " AND ack_code IN (?, ?) RETURNING id, channel, ack_code")
         self._deliveries = DeliveryWrites(
             p, MultiRowInsert("deliveries", DELIVERY_COLUMNS, p, pad=pad), self._insert_content)
 
@@ -446,8 +448,10 @@ class Store:
         transitions: Sequence[Transition] = (),
         routings: Sequence[Routing] = (),
         outcomes: Sequence[DeliveryOutcome] = (),
+        not_delivered: Sequence[int] = (),
     ) -> list[StoredMessage]:
-        """Store new messages, routings, outcomes and transitions in one transaction."""
+        """Store new messages, routings, outcomes, transitions and AE answers
+        (`not_delivered`, see `_answered_not_delivered`) in one transaction."""
         conn = self._writer_connection()
         assert self._chain is not None
         chain_tail = self._chain.last_hash
@@ -455,7 +459,8 @@ class Store:
         try:
             cursor = WriterCursor(conn, self._cursor_factory)
             try:
-                stored = self._write(cursor, incoming, transitions, routings, outcomes)
+                stored = self._write(cursor, incoming, transitions, routings, outcomes,
+                                     not_delivered)
             finally:
                 cursor.close()
             conn.commit()
@@ -473,6 +478,7 @@ class Store:
         transitions: Sequence[Transition],
         routings: Sequence[Routing] = (),
         outcomes: Sequence[DeliveryOutcome] = (),
+        not_delivered: Sequence[int] = (),
     ) -> list[StoredMessage]:
         assert self._chain is not None
         ids = self._claim(cursor, len(incoming))
@@ -482,6 +488,7 @@ class Store:
         self._apply_transitions(cursor, transitions, now)
         self._deliveries.write_routings(cursor, routings, now, entries)
         self._deliveries.write_outcomes(cursor, outcomes, now, entries)
+        self._answered_not_delivered(cursor, not_delivered, now, entries)
         for tr in transitions:
             entries.append((now, ENGINE_ACTOR, "message.status", tr.message_id, tr.channel,
                             status_detail(tr.status.value, tr.reason)))
@@ -573,6 +580,25 @@ class Store:
             for sql, chunk in self._set_status.chunks(ids, MAX_PARAMETERS):
                 cursor.execute(sql, (status.value, error, now, *chunk))
 
+    def _answered_not_delivered(self, cursor: WriterCursor, message_ids: Sequence[int],
+                                now: int, entries: list[Entry]) -> None:
+        """Record that senders were answered AE (CE) after all.
+
+        An `after_delivery` channel answers only once delivery settles, so the ACK kept
+        at receipt was not what the sender got when delivery failed or timed out. The
+        message's ACK code says so from now on: a resend is then a new message, routed
+        again, instead of a duplicate of one the sender was told had failed. Only
+        accepted messages change (once); each change is audited as `message.answered`.
+        """
+        if not message_ids:
+            return
+        changed = []
+        for sql, chunk in self._answer_not_delivered.chunks(sorted(set(message_ids))):
+            changed += cursor.rows(sql, ("CA", "CE", "AE", now, *chunk, *POSITIVE_ACKS))
+        for mid, channel, code in sorted(changed):
+            entries.append((now, ENGINE_ACTOR, "message.answered", mid, channel,
+                            f'{{"ack":{json_text(code)},"reason":"not delivered"}}'))
+
     def _find_originals(
         self, cursor: WriterCursor, incoming: Sequence[IncomingMessage], now: int
     ) -> dict[tuple[str, str, str, str], int]:
@@ -601,31 +627,6 @@ class Store:
             return result, events
 
         return self.apply_and_audit(requeue)
-
-    def answer_not_delivered(self, message_id: int) -> str | None:
-        """Record that the sender was answered AE (CE) after all (writer thread).
-
-        An `after_delivery` channel answers only once delivery settles, so the ACK kept
-        at receipt was not what the sender got when delivery failed or timed out. The
-        message's ACK code says so from now on: a resend is then a new message, routed
-        again, instead of a duplicate of one the sender was told had failed. Returns the
-        code recorded (None when the message is unknown or was not accepted).
-        """
-        def mark(conn: Connection) -> tuple[str | None, list[AuditEvent]]:
-            cursor = WriterCursor(conn, self._cursor_factory)
-            try:
-                found = cursor.rows(self._answered_sql, (message_id,))
-                if not found or found[0][0] not in POSITIVE_ACKS:
-                    return None, []
-                code = "CE" if found[0][0] == "CA" else "AE"
-                now = now_us()
-                cursor.execute(self._set_ack_code_sql, (code, now, message_id))
-            finally:
-                cursor.close()
-            return code, [AuditEvent(now, ENGINE_ACTOR, "message.answered", message_id,
-                                     found[0][1], {"ack": code, "reason": "not delivered"})]
-
-        return self.apply_and_audit(mark)
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
         """Append events that are not message changes (human actions), on the writer thread."""

@@ -3,6 +3,7 @@ it refuses to forget, alone and with several processes writing to one PostgreSQL
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -391,14 +392,16 @@ def test_a_not_delivered_answer_makes_a_resend_a_new_message(store: Store) -> No
     resend as a duplicate; the change is audited, and only accepted messages change."""
     first, enhanced, rejected = store.commit_batch(
         [incoming("N1"), incoming("N2", ack="CA"), incoming("N3", ack="AR")])
-    assert store.answer_not_delivered(first.id) == "AE"
-    assert store.answer_not_delivered(enhanced.id) == "CE"
-    assert store.answer_not_delivered(rejected.id) is None
-    assert store.answer_not_delivered(first.id) is None  # already answered AE
-    assert store.answer_not_delivered(10_000) is None
+    store.commit_batch([], not_delivered=[first.id, enhanced.id, rejected.id, 10_000])
+    store.commit_batch([], not_delivered=[first.id])  # already answered AE: no change
     again, second = store.commit_batch([incoming("N1"), incoming("N2", ack="CA")])
     assert (again.duplicate_of, second.duplicate_of) == (None, None)
     assert [r["ack_code"] for r in store.list_messages()] == ["AE", "CE", "AR", "AA", "CA"]
-    actions = [e["action"] for e in store.audit_trail(first.id)]
-    assert actions == ["message.received", "message.answered"]
+    answered = {m.id: [(e["action"], json.loads(e["detail"]))
+                       for e in store.audit_trail(m.id)][1:]
+                for m in (first, enhanced, rejected)}
+    assert answered == {
+        first.id: [("message.answered", {"ack": "AE", "reason": "not delivered"})],
+        enhanced.id: [("message.answered", {"ack": "CE", "reason": "not delivered"})],
+        rejected.id: []}
     assert store.verify_audit() == (7, None)

@@ -102,6 +102,17 @@ class GroupCommitWriterTests(unittest.TestCase):
     test_changes_commit_at_once_when_no_messages_arrive.timeout = 20  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
+    def test_not_delivered_answers_share_a_commit(self) -> defer.Generator:
+        """AE answers given together (an EHR outage timing out many senders) are recorded
+        in one commit, not one transaction each."""
+        stored = yield defer.gatherResults([self.writer.submit(incoming(n)) for n in range(50)])
+        commits = self.writer.commits
+        yield defer.gatherResults([self.writer.answer_not_delivered([s.id]) for s in stored])
+        # One commit, or two when the writer's thread was still finishing the last one.
+        self.assertLessEqual(self.writer.commits, commits + 2)
+        self.assertEqual({r["ack_code"] for r in self.store.list_messages()}, {"AE"})
+
+    @defer.inlineCallbacks
     def test_stop_refuses_new_work_after_draining(self) -> defer.Generator:
         """Stopping commits what was submitted, then refuses more."""
         pending = [self.writer.submit(incoming(n)) for n in range(20)]
