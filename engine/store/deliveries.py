@@ -540,7 +540,7 @@ def claim_lanes(conn: Connection, marker: str, channel: str, destination: str,
         if r.id not in locked:
             return LaneClaim(claimed, others, i)
         now_row = locked[r.id]
-        if now_row[0] != Status.QUEUED.value:
+        if now_row[0] != QUEUED:
             continue
         r.attempts, r.next_attempt_at, r.first_attempt_at = now_row[1:]
         claimed.append(r)
