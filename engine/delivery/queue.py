@@ -12,7 +12,7 @@ the lane's lease: reads move past rows of lanes other nodes hold (they come back
 read from the start), the queue renews the leases of every lane it has work in, drops a
 lane whose lease went elsewhere, and releases a lane's lease once the lane has drained.
 Reads and lease calls go to the store one at a time, so a release never crosses a read
-that takes the lane again.
+that takes the lane again. A paused queue there reads nothing and lets its lanes go.
 """
 
 from __future__ import annotations
