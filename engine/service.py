@@ -152,6 +152,9 @@ class EngineService(Service):
         self.writer = GroupCommitWriter(self.store, self.reactor,
                                         on_commit=self.metrics.committed)
         self.writer.start()
+        if self.store.shared:
+            store = self.store
+            self.watch.follow_store(lambda ids: self._read(store.final_deliveries, ids))
         deployment = self.deployment = Deployment(
             reactor=self.reactor, fetcher=self._fetcher, record=self.writer.record,
             submit=self.writer.submit, route=self._route, receiver_for=self.source_for,
@@ -290,6 +293,7 @@ class EngineService(Service):
             await self.devices.stop()
         if self.deployment is not None:
             await self.deployment.stop()
+        self.watch.stop()
         if self.writer is not None:
             await self.writer.stop()
         self._readers.stop()

@@ -756,6 +756,20 @@ class Store:
         with self.engine.connect() as conn:
             return fetch_held_lanes(conn, self._marker, channel, destination)
 
+    def final_deliveries(self, message_ids: Sequence[int]) -> list[tuple[int, str, str]]:
+        """(message id, destination, status) of these messages' deliveries that are SENT
+        or dead-lettered (ERROR), by whichever node delivered them."""
+        d = schema.deliveries
+        found: list[tuple[int, str, str]] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(message_ids), 1000):
+                rows = conn.execute(
+                    select(d.c.message_id, d.c.destination, d.c.status)
+                    .where(d.c.message_id.in_(message_ids[start:start + 1000]),
+                           d.c.status.in_((Status.SENT.value, Status.ERROR.value))))
+                found += [(r[0], r[1], r[2]) for r in rows]
+        return found
+
     def deliveries_of(self, message_id: int) -> list[dict[str, Any]]:
         """Every delivery row of one message (its per-destination states)."""
         with self.engine.connect() as conn:

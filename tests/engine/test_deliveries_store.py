@@ -50,6 +50,20 @@ def test_routing_queues_deliveries_with_their_payloads(store: Store) -> None:
     assert store.claim("inbound", "ehr", node="a", after_id=rows[1].id).rows[0].id == rows[2].id
 
 
+def test_final_deliveries_are_the_sent_and_dead_lettered_ones(store: Store) -> None:
+    """What a node awaiting `after_delivery` messages reads: settled rows only, of the
+    messages it asks about, whoever recorded them."""
+    ids = routed(store, 3)
+    rows = store.claim("inbound", "ehr", node="a").rows
+    assert store.final_deliveries(ids) == []
+    store.commit_batch([], outcomes=[outcome(rows[0], Status.SENT),
+                                     outcome(rows[1], Status.ERROR, 3, error="AR")])
+    assert sorted(store.final_deliveries(ids)) == [(ids[0], "ehr", "SENT"),
+                                                   (ids[1], "ehr", "ERROR")]
+    assert store.final_deliveries([ids[1], ids[2]]) == [(ids[1], "ehr", "ERROR")]
+    assert store.final_deliveries([]) == []
+
+
 def test_outcomes_summarise_the_message_and_keep_the_response(store: Store) -> None:
     """SENT everywhere → message SENT; a dead letter → ERROR with the delivery's error."""
     ids = routed(store, 2)

@@ -208,3 +208,46 @@ def test_a_paused_node_hands_its_lanes_to_the_other(tmp_path: Path, postgres_url
 
     in_order([cid for cid in received if cid.startswith("P-")], at_a + at_b)
     in_order([cid for cid in received if cid.startswith("Q-")], others)
+
+
+def test_an_after_delivery_sender_hears_aa_when_the_other_node_delivers(
+        tmp_path: Path, postgres_url: str) -> None:
+    """Node b holds patient P's lane (its send of P-000 waits at the EHR) when node a
+    receives P-001 on an `after_delivery` channel, so b delivers it after P-000. a's own
+    queues never hear of that delivery; a reads it from the store and its sender hears
+    AA, not AE when the timeout passes."""
+    ehr_port = free_port()
+    sources = {"a": free_port(), "b": free_port()}
+    gate = threading.Event()
+    with ExitStack() as stack:
+        ehr = stack.enter_context(peer(always("AA"), port=ehr_port, gate=gate))
+        stack.callback(gate.set)
+        for node, port in sources.items():
+            write_channel(tmp_path / f"channels-{node}", "pumps", port, ehr_port,
+                          destination={"lanes": "PID-3.1"},
+                          response={"mode": "after_delivery", "timeout_seconds": 30})
+        node_a, _ = (
+            stack.enter_context(running(start_with_channels(
+                tmp_path / f"data-{node}", tmp_path / f"channels-{node}", [port],
+                extra_env={"INTERLINK_STORE_URL": postgres_url,
+                           "INTERLINK_NODE_ID": node})))
+            for node, port in sources.items())
+        store = stack.enter_context(store_of(node_a, postgres_url))
+        senders = stack.enter_context(ThreadPoolExecutor(3))
+
+        def answer(node: str, control_id: str) -> str:
+            with socket.create_connection(("127.0.0.1", sources[node])) as sock:
+                reply = send_and_receive(sock, oru(control_id, "P"), timeout=DEADLINE)
+            return msa(reply)[1].decode()
+
+        first = senders.submit(answer, "b", "P-000")
+        wait_until(lambda: ehr.control_ids() == ["P-000"], "b sending P's first message")
+        at_a = senders.submit(answer, "a", "P-001")
+        wait_until(lambda: statuses_of(store, "P-001") == ["QUEUED"], "a routed P-001")
+        last = senders.submit(answer, "b", "P-002")
+        wait_until(lambda: statuses_of(store, "P-002") == ["QUEUED"], "b routed P-002")
+        assert (lease_of(store, "P") or ("none",))[0] == "b"
+        gate.set()
+        assert [f.result() for f in (first, at_a, last)] == ["AA", "AA", "AA"]
+        assert statuses_of(store, "P-") == ["SENT"] * 3
+        assert ehr.control_ids() == ["P-000", "P-001", "P-002"]
