@@ -15,12 +15,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.store.store import Store, now_us
 from tests.integration.test_delivery import (
     DEADLINE,
+    Peer,
     all_in,
     always,
     in_order,
@@ -32,6 +34,7 @@ from tests.integration.test_delivery import (
     write_channel,
 )
 from tests.support import (
+    EngineProcess,
     free_port,
     msa,
     running,
@@ -169,26 +172,33 @@ def test_a_node_reads_past_a_lane_another_holds_and_takes_a_drained_lane_at_once
     in_order([cid for cid in received if cid.startswith("Q-")], others)
 
 
+def gated_pair(stack: ExitStack, tmp_path: Path, postgres_url: str, **channel: Any
+               ) -> tuple[dict[str, int], threading.Event, Peer, EngineProcess, Store]:
+    """Nodes a and b running channel `pumps` (lanes by patient) to an EHR that answers
+    AA once `gate` is set: their source ports, the gate, the EHR, node a and the store."""
+    ehr_port = free_port()
+    sources = {"a": free_port(), "b": free_port()}
+    gate = threading.Event()
+    ehr = stack.enter_context(peer(always("AA"), port=ehr_port, gate=gate))
+    stack.callback(gate.set)
+    for node, port in sources.items():
+        write_channel(tmp_path / f"channels-{node}", "pumps", port, ehr_port,
+                      destination={"lanes": "PID-3.1"}, **channel)
+    node_a, _ = (
+        stack.enter_context(running(start_with_channels(
+            tmp_path / f"data-{node}", tmp_path / f"channels-{node}", [port],
+            extra_env={"INTERLINK_STORE_URL": postgres_url, "INTERLINK_NODE_ID": node})))
+        for node, port in sources.items())
+    store = stack.enter_context(store_of(node_a, postgres_url))
+    return sources, gate, ehr, node_a, store
+
+
 def test_a_paused_node_hands_its_lanes_to_the_other(tmp_path: Path, postgres_url: str) -> None:
     """Node a is sending patient P when its channel is paused: the send in flight
     finishes, a lets the lane go, and node b delivers the rest of P's messages (a's and
     its own) in order while a stays paused."""
-    ehr_port = free_port()
-    sources = {"a": free_port(), "b": free_port()}
-    gate = threading.Event()
     with ExitStack() as stack:
-        ehr = stack.enter_context(peer(always("AA"), port=ehr_port, gate=gate))
-        stack.callback(gate.set)
-        for node, port in sources.items():
-            write_channel(tmp_path / f"channels-{node}", "pumps", port, ehr_port,
-                          destination={"lanes": "PID-3.1"})
-        node_a, _ = (
-            stack.enter_context(running(start_with_channels(
-                tmp_path / f"data-{node}", tmp_path / f"channels-{node}", [port],
-                extra_env={"INTERLINK_STORE_URL": postgres_url,
-                           "INTERLINK_NODE_ID": node})))
-            for node, port in sources.items())
-        store = stack.enter_context(store_of(node_a, postgres_url))
+        sources, gate, ehr, node_a, store = gated_pair(stack, tmp_path, postgres_url)
 
         at_a = [f"P-{n:03d}" for n in range(5)]
         assert set(send_all(sources["a"], [[oru(cid, "P") for cid in at_a]]).values()) == {
@@ -216,23 +226,10 @@ def test_an_after_delivery_sender_hears_aa_when_the_other_node_delivers(
     receives P-001 on an `after_delivery` channel, so b delivers it after P-000. a's own
     queues never hear of that delivery; a reads it from the store and its sender hears
     AA, not AE when the timeout passes."""
-    ehr_port = free_port()
-    sources = {"a": free_port(), "b": free_port()}
-    gate = threading.Event()
     with ExitStack() as stack:
-        ehr = stack.enter_context(peer(always("AA"), port=ehr_port, gate=gate))
-        stack.callback(gate.set)
-        for node, port in sources.items():
-            write_channel(tmp_path / f"channels-{node}", "pumps", port, ehr_port,
-                          destination={"lanes": "PID-3.1"},
-                          response={"mode": "after_delivery", "timeout_seconds": 30})
-        node_a, _ = (
-            stack.enter_context(running(start_with_channels(
-                tmp_path / f"data-{node}", tmp_path / f"channels-{node}", [port],
-                extra_env={"INTERLINK_STORE_URL": postgres_url,
-                           "INTERLINK_NODE_ID": node})))
-            for node, port in sources.items())
-        store = stack.enter_context(store_of(node_a, postgres_url))
+        sources, gate, ehr, _, store = gated_pair(
+            stack, tmp_path, postgres_url,
+            response={"mode": "after_delivery", "timeout_seconds": 30})
         senders = stack.enter_context(ThreadPoolExecutor(3))
 
         def answer(node: str, control_id: str) -> str:
