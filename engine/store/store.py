@@ -762,10 +762,10 @@ class Store:
         d = schema.deliveries
         found: list[tuple[int, str, str]] = []
         with self.engine.connect() as conn:
-            for start in range(0, len(message_ids), 1000):
+            for start in range(0, len(message_ids), MAX_PARAMETERS):
                 rows = conn.execute(
                     select(d.c.message_id, d.c.destination, d.c.status)
-                    .where(d.c.message_id.in_(message_ids[start:start + 1000]),
+                    .where(d.c.message_id.in_(message_ids[start:start + MAX_PARAMETERS]),
                            d.c.status.in_((Status.SENT.value, Status.ERROR.value))))
                 found += [(r[0], r[1], r[2]) for r in rows]
         return found
