@@ -9,6 +9,7 @@ channel that does not exist) are reported too. Each problem has file, line and c
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,12 +87,25 @@ def load_channel(path: Path, *, environ: Mapping[str, str] = os.environ,
     table_issues = _table_issues(file, config, positions)
     if table_issues:
         raise ConfigError(table_issues)
+    channel_hooks = (hooks or HookLoader()).scoped()
     try:
-        pipeline = ChannelPipeline(config, hooks or HookLoader())
+        pipeline = ChannelPipeline(config, channel_hooks)
     except (HookError, UnknownTable) as error:
         raise ConfigError([_locate_compile_error(file, data, positions, error)]) from error
-    digest = hashlib.sha256(text).hexdigest()
+    digest = channel_digest(text, data, channel_hooks.used)
     return LoadedChannel(config, pipeline, path, digest, positions), warnings
+
+
+def channel_digest(text: bytes, resolved: Any, hooks: Mapping[str, str]) -> str:
+    """What a reload compares: the file, the secrets it resolved, its hooks' module files.
+
+    A rotated `${file:…}` secret or an edited hook module then redeploys the channel
+    like an edit to the file does.
+    """
+    h = hashlib.sha256(text)
+    h.update(json.dumps(resolved, sort_keys=True, default=str).encode())
+    h.update(json.dumps(sorted(hooks.items())).encode())
+    return h.hexdigest()
 
 
 def try_load_channel(path: Path, issues: list[ConfigIssue], *,

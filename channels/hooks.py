@@ -2,7 +2,12 @@
 
 A channel file names a hook as ``package.module:function``. ``HookLoader`` imports each one
 once, when the channel is deployed, so a typo fails the deploy with a ``HookError`` instead
-of every message at run time.
+of every message at run time. A hook module whose file changed since this process
+imported it is imported afresh (into a new module object, so channels still running the
+old code keep it intact, and a broken edit fails the deploy and leaves the old module in
+place). Only the named module: a helper module it imports is not re-read until a restart.
+``HookLoader.used`` says which files' contents a channel's hooks came from, so a reload
+redeploys a channel whose hook changed.
 
 At run time a failing step must not leak message content into logs: ``run_step`` turns any
 exception into ``StepFailed``, whose text names only the step and the exception type. The
@@ -12,11 +17,17 @@ record, and the original exception is not chained, so ``log.exception`` prints n
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import os
 import re
+import sys
 import traceback as tb
 from collections.abc import Callable, Iterable
+from contextlib import suppress
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator
@@ -95,15 +106,23 @@ HookSpec = Annotated[str, AfterValidator(check_spec)]
 class HookLoader:
     """Imports hooks once and hands out the same callable for every use of a spec."""
 
-    def __init__(self) -> None:
-        self._loaded: dict[str, Callable[..., Any]] = {}
+    def __init__(self, _loaded: dict[str, tuple[Callable[..., Any], str]] | None = None
+                 ) -> None:
+        self._loaded = {} if _loaded is None else _loaded
+        self.used: dict[str, str] = {}
+        """Spec → SHA-256 of its module's file ("" without one), for specs handed out."""
+
+    def scoped(self) -> HookLoader:
+        """A loader sharing this one's imports, with its own `used` (one channel's)."""
+        return HookLoader(self._loaded)
 
     def load(self, spec: str) -> Callable[..., Any]:
         """The callable ``spec`` names; raises HookError if it cannot take one argument."""
         found = self._loaded.get(spec)
         if found is None:
             found = self._loaded[spec] = _load(spec)
-        return found
+        self.used[spec] = found[1]
+        return found[0]
 
     def problems(self, specs: Iterable[str]) -> list[HookError]:
         """Every hook in ``specs`` that cannot be loaded, so a deploy reports all at once."""
@@ -116,13 +135,45 @@ class HookLoader:
         return errors
 
 
-def _load(spec: str) -> Callable[..., Any]:
+_imported: dict[str, str] = {}
+"""Module name → SHA-256 of its file when this process last imported it for a hook."""
+
+
+def _file_digest(module: Any) -> str:
+    path = getattr(module, "__file__", None)
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+    except OSError:  # removed since: the loaded module is all there is
+        return ""
+
+
+def _import_current(module_name: str) -> Any:
+    """The module as its file reads now: imported afresh if the file changed."""
+    module = importlib.import_module(module_name)
+    digest = _file_digest(module)
+    known = _imported.setdefault(module_name, digest)
+    if digest and digest != known:
+        with suppress(OSError, NotImplementedError, ValueError):
+            # Bytecode is checked by mtime in whole seconds and size: an edit within
+            # the second of the last import, same size, would otherwise run the old code.
+            os.unlink(importlib.util.cache_from_source(module.__file__))
+        sys.modules.pop(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except BaseException:
+            sys.modules[module_name] = module
+            raise
+        _imported[module_name] = digest
+    return module
+
+
+def _load(spec: str) -> tuple[Callable[..., Any], str]:
     match = _SPEC.fullmatch(spec) if isinstance(spec, str) else None
     if match is None:
         raise HookError(str(spec), "expected 'package.module:function'")
     module_name, attribute = match["module"], match["attr"]
     try:
-        target: Any = importlib.import_module(module_name)
+        target: Any = _import_current(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if missing == module_name or module_name.startswith(missing + "."):
@@ -144,9 +195,9 @@ def _load(spec: str) -> Callable[..., Any]:
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # some builtins have no signature; trust them
-        return target
+        return target, _imported[module_name]
     try:
         signature.bind(None)
     except TypeError:
         raise HookError(spec, "a hook must accept exactly one argument (the message)") from None
-    return target
+    return target, _imported[module_name]

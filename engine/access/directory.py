@@ -203,6 +203,18 @@ def find_token(conn: Connection, token: str) -> TokenGrant | None:
     return TokenGrant(row.id, row.user_name, row.name, role, row.last_used_at)
 
 
+def why_refused(conn: Connection, token: str) -> dict[str, str]:
+    """What an audit row may say about a token `find_token` refused: never the token."""
+    row = conn.execute(
+        select(api_tokens.c.user_name, api_tokens.c.name, api_tokens.c.revoked_at)
+        .where(api_tokens.c.token_hash == token_hash(token))
+    ).first()
+    if row is None:
+        return {"reason": "unknown token"}
+    reason = "revoked token" if row.revoked_at is not None else "token of a removed user"
+    return {"reason": reason, "token": row.name, "user": row.user_name}
+
+
 def touch_token(conn: Connection, token_id: int, now: int) -> None:
     """Record when a token was last used."""
     conn.execute(api_tokens.update().where(api_tokens.c.id == token_id)

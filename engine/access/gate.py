@@ -7,6 +7,9 @@ or an API token from the store; a browser presents the session cookie from
 token in the `X-Interlink-CSRF` header. Every role is read from the store on each call,
 so a removed or demoted user loses access at once. Without credentials there is no
 principal: the API never answers PHI to an anonymous caller, even with no users at all.
+Credentials presented and refused (a token unknown, revoked or of a removed user, an
+Authorization header that is not Bearer) are audited as `auth.token_refused`; a cookie
+for an ended session is not: sessions end by design every day.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from engine.access.passwords import (
     needs_rehash,
     verify_password,
 )
+from engine.access.refusals import RefusalDigest
 from engine.access.sessions import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -107,6 +111,7 @@ class AccessGate:
         self.throttle = LoginThrottle(clock, cfg.max_failed_logins,
                                       cfg.lockout_seconds, cfg.max_lockout_seconds)
         self.peer_limit = cfg.max_failed_logins_per_peer
+        self.refusals = RefusalDigest(clock)
         self.password_parameters = DEFAULT_PARAMETERS
         self._local_token: str | None = None
 
@@ -152,7 +157,13 @@ class AccessGate:
         header = request.getHeader("authorization")
         if header is not None:
             scheme, _, value = header.partition(" ")
-            if scheme.lower() != "bearer" or not value.strip():
+            if scheme.lower() != "bearer":
+                await self._refused(request, "anonymous", {
+                    "reason": "not a Bearer token",
+                    "scheme": scheme if scheme.isalpha() and len(scheme) <= 20 else "?"})
+                return None
+            if not value.strip():
+                await self._refused(request, "anonymous", {"reason": "empty token"})
                 return None
             return await self._bearer(request, value.strip())
         cookie = request.getCookie(SESSION_COOKIE.encode())
@@ -166,11 +177,22 @@ class AccessGate:
             return Principal(_local_actor(request), Role.ADMIN, via="local")
         grant = await self.read(directory.find_token, token)
         if grant is None:
+            why = await self.read(directory.why_refused, token)
+            await self._refused(request, why.get("user", "anonymous"), why)
             return None
         now = now_us()
         if grant.last_used_at is None or now - grant.last_used_at >= TOKEN_TOUCH_INTERVAL_US:
             self._touch(grant.id, now)
         return Principal(grant.user, grant.role, via="token")
+
+    async def _refused(self, request: server.Request, actor: str,
+                       detail: dict[str, str]) -> None:
+        """`auth.token_refused`, digested per peer and kind (`RefusalDigest`)."""
+        key = "|".join((peer_host(request), *detail.values()))
+        count = self.refusals.refused(key)
+        if count:
+            await self.engine.audit_action(actor, "auth.token_refused", peer=peer_of(request),
+                                           detail={**detail, "refusals": count})
 
     def _touch(self, token_id: int, now: int) -> None:
         store, writer = self.store, self.engine.writer

@@ -22,6 +22,7 @@ from engine.access import directory
 from engine.access.config import AccessConfig
 from engine.access.gate import AccessGate
 from engine.access.passwords import hash_password
+from engine.access.refusals import RefusalDigest
 from engine.access.router import AccessRouter
 from engine.access.sessions import LoginThrottle, SessionStore
 from engine.api import auth, users
@@ -88,6 +89,23 @@ def test_a_lockout_is_reported_once_however_often_it_is_hit() -> None:
     assert not throttle.first_refusal("user:ada")
 
 
+def test_refusals_are_digested_per_key_and_interval() -> None:
+    """The first refusal of a key is reported, then one per interval carrying the count;
+    keys do not share a count, and a full table forgets the quiet ones first."""
+    clock = Clock()
+    digest = RefusalDigest(clock, interval=60, max_keys=3)
+    assert [digest.refused("a") for _ in range(4)] == [1, 0, 0, 0]
+    assert digest.refused("b") == 1
+    clock.advance(60)
+    assert (digest.refused("a"), digest.refused("a"), digest.refused("b")) == (4, 0, 1)
+    clock.advance(600)
+    assert digest.refused("a") == 2
+    assert digest.refused("c") == 1
+    clock.advance(30)
+    assert digest.refused("d") == 1  # "b" was quiet for 630 s and made room; "c" was not
+    assert set(digest._keys) == {"a", "c", "d"}
+
+
 class GateOverHTTP(TestCase):
     """Login, idle timeout, lifetime and lockout as a browser meets them."""
 
@@ -120,8 +138,10 @@ class GateOverHTTP(TestCase):
 
     @defer.inlineCallbacks
     def call(self, method: str, path: str, body: Any = None, cookie: str = "",
-             csrf: str = "") -> Any:
+             csrf: str = "", authorization: str = "") -> Any:
         headers = {"content-type": "application/json"}
+        if authorization:
+            headers["authorization"] = authorization
         if cookie:
             headers["cookie"] = cookie
         if csrf:
@@ -174,6 +194,42 @@ class GateOverHTTP(TestCase):
         self.clock.advance(1)
         code, _, _ = yield self.login()
         self.assertEqual(code, 200)
+
+    @defer.inlineCallbacks
+    def test_refused_tokens_are_audited_once_a_minute_per_peer_and_kind(self) -> Any:
+        """A script retrying a revoked token leaves one row a minute with its count; the
+        token itself is never written, and a different refusal is recorded apart."""
+        assert self.engine.store is not None
+        with self.engine.store.engine.begin() as conn:
+            record, token = directory.create_token(conn, "ada", "nightly-export",
+                                                   Role.VIEWER, 1)
+            directory.revoke_token(conn, record["id"], 2)
+        for _ in range(3):
+            code, _, _ = yield self.call("GET", "auth/me",
+                                         authorization=f"Bearer {token}")
+            self.assertEqual(code, 401)
+            self.clock.advance(20)
+        code, _, _ = yield self.call("GET", "auth/me", authorization="Bearer il_guessed")
+        self.assertEqual(code, 401)
+        code, _, _ = yield self.call("GET", "auth/me", authorization="Basic YWRhOnB3")
+        self.assertEqual(code, 401)
+        code, _, _ = yield self.call("GET", "auth/me", authorization=f"Bearer {token}")
+        self.assertEqual(code, 401)  # 60 s after the first: reported with the two before
+        rows = self.refusal_rows()
+        self.assertEqual([(r.actor, d["reason"], d["refusals"]) for r, d in rows], [
+            ("ada", "revoked token", 1), ("anonymous", "unknown token", 1),
+            ("anonymous", "not a Bearer token", 1), ("ada", "revoked token", 3)])
+        self.assertEqual((rows[0][1]["token"], rows[2][1]["scheme"]),
+                         ("nightly-export", "Basic"))
+        self.assertTrue(all(token not in r.detail and "il_guessed" not in r.detail
+                            and "YWRh" not in r.detail for r, _ in rows))
+
+    def refusal_rows(self) -> list[tuple[Any, dict[str, Any]]]:
+        assert self.engine.store is not None
+        with self.engine.store.engine.connect() as conn:
+            return [(row, json.loads(row.detail)) for row in conn.execute(
+                select(audit_events).where(audit_events.c.action == "auth.token_refused")
+                .order_by(audit_events.c.id))]
 
     def lockout_rows(self) -> int:
         assert self.engine.store is not None

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import pytest
+
+from channels import hooks
 from channels.catalog import load_catalog, load_channel
 
 GOOD = """\
@@ -233,3 +237,53 @@ def test_destination_files_are_taken_from_the_channel_file(tmp_path: Path) -> No
                .config.destinations)
     assert a.directory == tmp_path / "out" and b.tls_ca == tmp_path / "ca.pem"
     assert c.tls.ca_certificates == tmp_path / "ca.pem" and c.tls.certificate is None
+
+
+def test_the_digest_follows_the_hook_modules_and_secret_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload redeploys on an edited hook module or a rotated secret file, as on an edit
+    to the channel file; another channel's hook, or nothing changed, keeps the digest."""
+    channels, site = tmp_path / "channels", tmp_path / "site"
+    channels.mkdir()
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(hooks, "_imported", {})
+    monkeypatch.delitem(sys.modules, "digest_hooks", raising=False)
+    hook = site / "digest_hooks.py"
+    hook.write_text("def tag(message):\n    message.set('PV1-3.1', 'A')\n")
+    (site / "other_hooks.py").write_text("def tag(message):\n    return None\n")
+    secret = tmp_path / "token.txt"
+    secret.write_text("first-token")
+    write(channels, "hooked.yaml", (
+        "name: hooked\n"
+        "transformer:\n"
+        "  - python: digest_hooks:tag\n"
+        "destinations:\n"
+        "  - name: out\n"
+        "    to: {type: http, url: 'https://ehr.example/in',\n"
+        f"         headers: {{Authorization: '${{file:{secret}}}'}}}}\n"))
+    write(channels, "other.yaml", (
+        "name: other\n"
+        "transformer:\n"
+        "  - python: other_hooks:tag\n"
+        "destinations:\n"
+        "  - name: out\n"
+        "    to: {type: file, directory: out}\n"))
+
+    def digests() -> dict[str, str]:
+        catalog = load_catalog(channels, environ={})
+        assert catalog.ok, messages(catalog.issues)
+        return {name: loaded.digest for name, loaded in catalog.channels.items()}
+
+    try:
+        start = digests()
+        assert digests() == start
+        hook.write_text("def tag(message):\n    message.set('PV1-3.1', 'B')\n")
+        edited = digests()
+        assert edited["hooked"] != start["hooked"] and edited["other"] == start["other"]
+        secret.write_text("second-token")
+        rotated = digests()
+        assert rotated["hooked"] != edited["hooked"] and rotated["other"] == start["other"]
+    finally:
+        sys.modules.pop("digest_hooks", None)
+        sys.modules.pop("other_hooks", None)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from channels import hooks
 from channels.hooks import HookError, HookLoader, HookSpec, StepFailed, run_step
 from profiles.hl7.message import Message
 
@@ -115,3 +118,45 @@ def test_step_failed_round_trips_through_its_args() -> None:
     """StepFailed keeps its fields in args, so it can be copied or pickled."""
     failed = StepFailed("a", "B", textwrap.dedent("tb"))
     assert StepFailed(*failed.args).traceback == "tb"
+
+
+@pytest.fixture
+def hook_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """`edited_hooks.py` on the path, forgotten by the interpreter after the test."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(hooks, "_imported", {})
+    yield tmp_path / "edited_hooks.py"
+    sys.modules.pop("edited_hooks", None)
+
+
+def test_a_changed_hook_module_is_imported_afresh(hook_module: Path) -> None:
+    """An edited module is read again by the next loader; what the old one handed out keeps
+    the old code; a broken edit fails the load and leaves the last good module in place."""
+    module = hook_module
+    module.write_text("def tag(message):\n    return 'v1'\n")
+    first = HookLoader()
+    old = first.load("edited_hooks:tag")
+    assert HookLoader().load("edited_hooks:tag") is old  # unchanged: the same function
+    module.write_text("def tag(message):\n    return 'v2'\n")  # same size, same second
+    second = HookLoader()
+    new = second.load("edited_hooks:tag")
+    assert (old(None), new(None)) == ("v1", "v2")
+    assert first.used["edited_hooks:tag"] != second.used["edited_hooks:tag"]
+    module.write_text("def tag(message):\n    return 'v3'\nundefined_name\n")
+    with pytest.raises(HookError, match="importing 'edited_hooks' failed: NameError"):
+        HookLoader().load("edited_hooks:tag")
+    import edited_hooks  # type: ignore[import-not-found]
+    assert edited_hooks.tag(None) == "v2"  # not the half-run v3 that defined tag, then failed
+    module.write_text("def tag(message):\n    return 'v4'\n")
+    assert HookLoader().load("edited_hooks:tag")(None) == "v4"
+
+
+def test_a_scoped_loader_shares_imports_and_records_its_own_use() -> None:
+    """Channels of one catalog share imports; each records only the hooks it used."""
+    catalog = HookLoader()
+    a, b = catalog.scoped(), catalog.scoped()
+    assert a.load(f"{SAMPLES}:is_female") is b.load(f"{SAMPLES}:is_female")
+    b.load(f"{SAMPLES}:Namespace.is_male")
+    assert list(a.used) == [f"{SAMPLES}:is_female"]
+    assert sorted(b.used) == [f"{SAMPLES}:Namespace.is_male", f"{SAMPLES}:is_female"]
+    assert len(set(b.used.values())) == 1 and len(a.used[f"{SAMPLES}:is_female"]) == 64

@@ -89,6 +89,10 @@ def test_nothing_is_served_without_credentials(engine: EngineProcess) -> None:
                       token="")[0] == 401
     status, me = engine.api("GET", "auth/me")
     assert (status, me["role"], me["via"]) == (200, "admin", "local")
+    refused = [json.loads(r.detail) for r in audit_rows(engine)
+               if r.action == "auth.token_refused"]
+    assert [(d["reason"], d["refusals"]) for d in refused] == [
+        ("unknown token", 1), ("not a Bearer token", 1)]
 
 
 def test_viewer_is_refused_content_and_the_refusal_is_audited(engine: EngineProcess) -> None:

@@ -142,3 +142,34 @@ def test_reprocess_requeues_a_dead_lettered_message(tmp_path: Path) -> None:
         assert len(list(out.iterdir())) == 1
     finally:
         assert engine.stop() == 0
+
+
+def test_an_edited_hook_module_is_picked_up_by_a_reload(tmp_path: Path) -> None:
+    """`channels reload` after editing only a hook module redeploys the channel, and the
+    pipeline worker transforms the next message with the new code."""
+    source_port = free_port()
+    out, site = tmp_path / "out", tmp_path / "site"
+    out.mkdir()
+    site.mkdir()
+    hook = site / "ward_stamp.py"
+    hook.write_text("def stamp(message):\n    message.set('PV1-3.1', 'WARD-ONE')\n")
+    channels = tmp_path / "channels"
+    channel_file(channels, source_port, out, extra="transformer:\n"
+                                                   "  - python: ward_stamp:stamp\n")
+    engine = start_engine(tmp_path / "data", channels=channels,
+                          extra_env={"PYTHONPATH": str(site)})
+    try:
+        wait_until(lambda: not refused(source_port))
+        assert msa(send(source_port, with_control_id("HOOK-1")))[1] in (b"AA", b"CA")
+        wait_until(lambda: len(list(out.iterdir())) == 1)
+        hook.write_text("def stamp(message):\n    message.set('PV1-3.1', 'WARD-TWO')\n")
+        status, answer = engine.api("POST", "channels/reload")
+        assert (status, answer["changes"]["redeployed"]) == (200, ["lab"]), answer
+        wait_until(lambda: not refused(source_port))
+        assert msa(send(source_port, with_control_id("HOOK-2")))[1] in (b"AA", b"CA")
+        wait_until(lambda: len(list(out.iterdir())) == 2)
+        stamps = sorted(b"WARD-TWO" in f.read_bytes() for f in out.iterdir())
+        assert stamps == [False, True]
+        assert engine.api("POST", "channels/reload")[1]["changes"]["redeployed"] == []
+    finally:
+        assert engine.stop() == 0
