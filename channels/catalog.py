@@ -87,12 +87,11 @@ def load_channel(path: Path, *, environ: Mapping[str, str] = os.environ,
     table_issues = _table_issues(file, config, positions)
     if table_issues:
         raise ConfigError(table_issues)
-    channel_hooks = (hooks or HookLoader()).scoped()
     try:
-        pipeline = ChannelPipeline(config, channel_hooks)
+        pipeline = ChannelPipeline(config, hooks)
     except (HookError, UnknownTable) as error:
         raise ConfigError([_locate_compile_error(file, data, positions, error)]) from error
-    digest = channel_digest(text, data, channel_hooks.used)
+    digest = channel_digest(text, data, pipeline.hooks)
     return LoadedChannel(config, pipeline, path, digest, positions), warnings
 
 

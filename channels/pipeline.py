@@ -103,7 +103,7 @@ class ChannelPipeline:
     """A channel file compiled once (at deploy); `run` is called for every message."""
 
     def __init__(self, config: ChannelConfig, hooks: HookLoader | None = None) -> None:
-        hooks = hooks or HookLoader()
+        hooks = (hooks or HookLoader()).scoped()
         self.config = config
         self.name = config.name
         self._preprocess = (compile_preprocessor(config.preprocessor, hooks)
@@ -115,6 +115,8 @@ class ChannelPipeline:
         self._destinations = [self._compile(spec, hooks) for spec in config.destinations
                               if spec.enabled]
         self._pcd = DevicePolicy(config.name, config.pcd) if config.pcd is not None else None
+        self.hooks: dict[str, str] = dict(hooks.used)
+        """The Python hooks this pipeline calls, with their module files' SHA-256."""
 
     def _compile(self, spec: DestinationSpec, hooks: HookLoader) -> _Destination:
         c = self.config

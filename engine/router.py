@@ -8,7 +8,11 @@ FILTERED with its reason, or ERROR with the failing step's traceback on the reco
 routed again by `recover` at start.
 
 With pipeline workers (`engine.workers`), a batch's messages are decided in the worker
-processes and only recorded here; when no worker can answer, they are decided here.
+processes and only recorded here. When no worker can answer, messages of channels
+without Python hooks are decided here; a batch with hooks waits for a worker (up to
+`WORKER_WAIT_SECONDS`), because a hook can hang or end the process that runs it. For the
+same reason a batch whose worker got stuck, or ended while deciding, is not decided here:
+its messages of hook-running channels are ERROR, for an operator to reprocess.
 Channels that de-duplicate readings (`pcd.deduplicate`) are always decided here: they first
 claim their readings' keys in the store (`claim`), then finish the pipeline knowing which
 were received before. Batches are recorded in the order they were routed even while a
@@ -29,7 +33,12 @@ from channels.pipeline import NO_DESTINATIONS, ChannelPipeline, Decision, Prepar
 from engine.store.deliveries import NewDelivery, Routing
 from engine.store.status import ContentKind, Status
 from engine.store.store import Store
-from engine.workers.pool import PipelineWorkers, WorkerOverdue, WorkersUnavailable
+from engine.workers.pool import (
+    PipelineWorkers,
+    WorkerEnded,
+    WorkerOverdue,
+    WorkersUnavailable,
+)
 
 log = Logger()
 
@@ -49,6 +58,9 @@ ROOM_HIGH = 5000
 ROOM_LOW = 2500
 """Messages waiting for a decision above which sources hold their answers (`room`), and
 below which they answer again."""
+WORKER_WAIT_SECONDS = 60.0
+"""How long a batch with hooks waits for a pipeline worker (restarts back off to 30 s)
+before its hook-running messages are ERROR."""
 ROOM_MAX_WAIT_SECONDS = 5.0
 """The longest an answer is held for room: well inside any sender's ACK timeout."""
 _STATUS = {Verdict.QUEUED: Status.QUEUED, Verdict.FILTERED: Status.FILTERED,
@@ -203,8 +215,13 @@ class Router:
             if remote:
                 d = self._workers.decide(remote)
                 return d.addCallbacks(self._decided, self._undecided,
-                                      callbackArgs=(batch, remote), errbackArgs=(batch,))
+                                      callbackArgs=(batch, remote),
+                                      errbackArgs=(batch, remote))
         return self._process_here(batch, {})
+
+    def _runs_hooks(self, channel: str) -> bool:
+        pipeline = self._pipelines(channel)
+        return pipeline is not None and bool(pipeline.hooks)
 
     def _for_workers(self, channel: str) -> bool:
         """Channels that de-duplicate readings claim them in the store between reading and
@@ -222,19 +239,42 @@ class Router:
                 decided[mid] = self._defect(mid, channel, getattr(answer, "kind", "Exception"))
         return self._process_here(batch, decided)
 
-    def _undecided(self, failure: Failure, batch: list[tuple[int, str, bytes]]
-                   ) -> defer.Deferred[None] | None:
+    def _undecided(self, failure: Failure, batch: list[tuple[int, str, bytes]],
+                   remote: list[tuple[int, str, bytes]]) -> defer.Deferred[None] | None:
         decided: dict[int, Decision] = {}
-        if isinstance(failure.value, WorkerOverdue):
+        error = failure.value
+        if isinstance(error, WorkerOverdue):
             # Deciding these here could hang the reactor as it hung the worker: they are
             # ERROR, reprocessed by an operator once the cause is fixed.
-            text = f"pipeline gave no answer in {failure.value.seconds:g} s (worker restarted)"
-            overdue = Decision(Verdict.ERROR, text, text)
-            decided = dict.fromkeys(failure.value.message_ids, overdue)
-        elif not failure.check(WorkersUnavailable):
+            text = f"pipeline gave no answer in {error.seconds:g} s (worker restarted)"
+            decided = dict.fromkeys(error.message_ids, Decision(Verdict.ERROR, text, text))
+        elif isinstance(error, WorkerEnded):
+            # A hook may have ended it; declarative steps cannot, so those are decided here.
+            text = f"pipeline worker ended ({error.how}) while deciding; reprocess once fixed"
+            lost = set(error.message_ids)
+            decided = {mid: Decision(Verdict.ERROR, text, text) for mid, channel, _ in remote
+                       if mid in lost and self._runs_hooks(channel)}
+            log.error("pipeline worker ended ({how}) while deciding {n} messages; {e} with "
+                      "hooks are ERROR", how=error.how, n=len(lost), e=len(decided))
+        elif isinstance(error, WorkersUnavailable):
+            if self._workers is not None and any(self._runs_hooks(c) for _, c, _ in remote):
+                return self._workers.when_ready(WORKER_WAIT_SECONDS).addCallbacks(
+                    lambda _: self._process(batch), self._no_worker,
+                    errbackArgs=(batch, remote))
+        else:
             log.error("pipeline workers failed a batch ({kind}); deciding it here",
                       kind=failure.type.__name__)
         return self._process_here(batch, decided)
+
+    def _no_worker(self, failure: Failure, batch: list[tuple[int, str, bytes]],
+                   remote: list[tuple[int, str, bytes]]) -> defer.Deferred[None] | None:
+        """No worker came back in time: hook-running messages are ERROR, the rest decided
+        here."""
+        text = f"no pipeline worker: {failure.getErrorMessage()}; reprocess once one runs"
+        log.error("{text} ({n} messages)", text=text, n=len(remote))
+        return self._process_here(batch, {
+            mid: Decision(Verdict.ERROR, text, text)
+            for mid, channel, _ in remote if self._runs_hooks(channel)})
 
     def _process_here(self, batch: list[tuple[int, str, bytes]],
                       decided: dict[int, Decision]) -> defer.Deferred[None] | None:

@@ -14,10 +14,12 @@ with buffers large enough that a batch crosses in a few.
 A worker is told the deployed channels before the first batch it decides after any
 change (a redeploy makes new config objects, so a change is seen by identity). Batches are
 split over the workers and answered in order. When no worker can answer (still starting,
-crashed, stopping), `decide` fails with `WorkersUnavailable` and the router decides in
-the engine process instead, so routing never waits on a worker's restart. A batch left
-unanswered past `ANSWER_SECONDS` fails with `WorkerOverdue` instead: its messages are not
-decided again in the engine process, where what stuck the worker would stop the reactor.
+crashed, stopping), `decide` fails with `WorkersUnavailable`; the router decides channels
+without Python hooks in the engine process and waits for a worker (`when_ready`) for the
+others. A batch left unanswered past `ANSWER_SECONDS` fails with `WorkerOverdue`, and one
+in flight on a worker that ended by itself (a hook that exits, crashes the interpreter or
+exhausts memory) with `WorkerEnded`: those messages are not decided again in the engine
+process, where what stopped the worker would stop the engine.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ SOCKET_BUFFER_BYTES = 4 << 20
 
 class WorkersUnavailable(Exception):
     """No worker can decide this batch now; the caller decides it itself."""
+
+
+class WorkerEnded(WorkersUnavailable):
+    """The worker deciding these messages ended by itself before answering.
+
+    One of them may be what ended it (a hook that exits or crashes the interpreter):
+    decided again in the engine process it would end the engine.
+    """
+
+    def __init__(self, message_ids: Sequence[int], how: str) -> None:
+        super().__init__(f"pipeline worker ended ({how}) while deciding")
+        self.message_ids = tuple(message_ids)
+        self.how = how
 
 
 class WorkerOverdue(WorkersUnavailable):
@@ -100,9 +115,9 @@ class _Child(protocol.ProcessProtocol):
         self._reader = FrameReader()
         self._frames: _Frames | None = None
         self._closing = False
-        self._waiting: deque[defer.Deferred[list[Any]]] = deque()
-        self._overdue_batches: dict[int, tuple[int, ...]] = {}
-        """Message ids of batches found overdue, by their Deferred's id()."""
+        self._waiting: deque[tuple[defer.Deferred[list[Any]], tuple[int, ...]]] = deque()
+        """Batches sent and not answered yet, with their message ids, in order."""
+        self._overdue: defer.Deferred[list[Any]] | None = None
         self.configured: tuple[tuple[str, int], ...] | None = None
         self.running = False
         self.ended: defer.Deferred[None] = defer.Deferred()
@@ -125,20 +140,19 @@ class _Child(protocol.ProcessProtocol):
         if self._frames is None:  # its socket is gone: it is ending
             return defer.fail(WorkersUnavailable("pipeline worker unreachable"))
         d: defer.Deferred[list[Any]] = defer.Deferred()
-        self._waiting.append(d)
+        self._waiting.append((d, tuple(mid for mid, _, _ in items)))
         self.send(("decide", list(items)))
-        timer = self._pool.clock.callLater(self._pool.answer_seconds, self._overdue, d,
-                                           tuple(mid for mid, _, _ in items))
+        timer = self._pool.clock.callLater(self._pool.answer_seconds, self._stuck, d)
         d.addBoth(_cancel_timer, timer)
         return d
 
-    def _overdue(self, d: defer.Deferred[list[Any]], message_ids: tuple[int, ...]) -> None:
+    def _stuck(self, d: defer.Deferred[list[Any]]) -> None:
         """No answer in time (a stuck process): end it. This batch fails as overdue, the
         ones queued behind it go back to the router."""
-        if not d.called:
-            log.error("pipeline worker gave no answer in {s:g} s for {n} messages; "
-                      "restarting it", s=self._pool.answer_seconds, n=len(message_ids))
-            self._overdue_batches[id(d)] = message_ids
+        if not d.called and self._overdue is None:
+            log.error("pipeline worker gave no answer in {s:g} s; restarting it",
+                      s=self._pool.answer_seconds)
+            self._overdue = d
             _kill(self)
 
     def framesReceived(self, data: bytes) -> None:
@@ -153,7 +167,7 @@ class _Child(protocol.ProcessProtocol):
                 self.running = True
                 self._pool._ready(self)
             elif answer[0] == "decided" and self._waiting:
-                self._waiting.popleft().callback(answer[1])
+                self._waiting.popleft()[0].callback(answer[1])
 
     def framesLost(self) -> None:
         """The socket closed: asked to, or the worker is ending (or must: it cannot be
@@ -164,14 +178,21 @@ class _Child(protocol.ProcessProtocol):
             _kill(self)
 
     def processEnded(self, reason: Failure) -> None:
+        """Fail what it still owed: the stuck batch as overdue; when it ended by itself,
+        every batch in flight as `WorkerEnded`; otherwise (asked to stop, or ended for
+        being stuck) the rest go back to the router."""
+        by_itself = not self._closing and self._overdue is None
         self.running = False
         self.close()
         waiting, self._waiting = self._waiting, deque()
-        overdue, self._overdue_batches = self._overdue_batches, {}
-        for d in waiting:
-            stuck = overdue.get(id(d))
-            d.errback(WorkerOverdue(stuck, self._pool.answer_seconds) if stuck is not None
-                      else WorkersUnavailable("pipeline worker ended"))
+        stuck, self._overdue = self._overdue, None
+        for d, message_ids in waiting:
+            if d is stuck:
+                d.errback(WorkerOverdue(message_ids, self._pool.answer_seconds))
+            elif by_itself:
+                d.errback(WorkerEnded(message_ids, _how_it_ended(reason)))
+            else:
+                d.errback(WorkersUnavailable("pipeline worker ended"))
         self.ended.callback(None)
         self._pool._ended(self, reason)
 
@@ -193,6 +214,7 @@ class PipelineWorkers:
         self._children: list[_Child] = []
         self._failures = 0
         self._stopping = False
+        self._ready_waiters: list[defer.Deferred[None]] = []
 
     @property
     def ready(self) -> int:
@@ -250,9 +272,30 @@ class PipelineWorkers:
                      if isinstance(f.value, defer.FirstError) else f)
         return d
 
+    def when_ready(self, timeout: float) -> defer.Deferred[None]:
+        """Fires once a worker runs (at once if one does); fails with WorkersUnavailable
+        after `timeout` seconds without one, or when the workers are stopping."""
+        if self._stopping:
+            return defer.fail(WorkersUnavailable("pipeline workers are stopping"))
+        if self.ready:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._ready_waiters.append(d)
+        timer = self.clock.callLater(timeout, self._no_worker, d, timeout)
+        d.addBoth(_cancel_timer, timer)
+        return d
+
+    def _no_worker(self, d: defer.Deferred[None], timeout: float) -> None:
+        if d in self._ready_waiters:
+            self._ready_waiters.remove(d)
+            d.errback(WorkersUnavailable(f"no pipeline worker ready in {timeout:g} s"))
+
     def _ready(self, child: _Child) -> None:
         self._failures = 0
         log.info("pipeline worker {pid} ready", pid=child.transport.pid)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(None)
 
     def _configure(self, children: list[_Child]) -> None:
         configs = dict(self._configs())
@@ -265,6 +308,9 @@ class PipelineWorkers:
     def stop(self) -> defer.Deferred[None]:
         """End the workers: close their sockets, and kill those still there after a grace."""
         self._stopping = True
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.errback(WorkersUnavailable("pipeline workers are stopping"))
         ending = []
         for child in list(self._children):
             child.close()
@@ -283,6 +329,14 @@ def frame_socket_pair() -> tuple[socket.socket, socket.socket]:
                 end.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
     ours.setblocking(False)
     return ours, theirs
+
+
+def _how_it_ended(reason: Failure) -> str:
+    """"exit 3", "signal 9": how a worker process ended, for the messages' record."""
+    value = reason.value
+    if getattr(value, "signal", None):
+        return f"signal {value.signal}"
+    return f"exit {getattr(value, 'exitCode', None)}"
 
 
 def _kill(child: _Child) -> None:

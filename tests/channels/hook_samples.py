@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from profiles.hl7.edit import EditableMessage, FieldReader
 
 NOT_CALLABLE = 42
@@ -66,4 +68,12 @@ class Namespace:
 def chatty_tag_ward(message: EditableMessage) -> None:
     """A transformer hook that prints while it works, as debugging hooks do."""
     print("looking at", message.get("MSH-10"), "x" * 5000)
+    message.set("PV1-3.1", "HOOKED")
+
+
+def ends_the_process(message: EditableMessage) -> None:
+    """A transformer hook that ends its interpreter on one control id, as a crashing C
+    extension or a stray `os._exit` would; any other message is tagged."""
+    if message.get("MSH-10") == "END-THE-PROCESS":
+        os._exit(3)
     message.set("PV1-3.1", "HOOKED")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,13 +16,14 @@ from channels.catalog import load_channel
 from channels.hooks import HookLoader
 from channels.pipeline import ChannelPipeline, Decision, Verdict
 from channels.transforms import PythonStep
-from engine.router import Router
+from engine.router import WORKER_WAIT_SECONDS, Router
 from engine.store.status import Status
 from engine.workers.child import Defect, Worker
 from engine.workers.framing import FrameReader, encode
 from engine.workers.pool import (
     SOCKET_BUFFER_BYTES,
     PipelineWorkers,
+    WorkerEnded,
     WorkerOverdue,
     WorkersUnavailable,
     _Child,
@@ -144,8 +145,29 @@ class PipelineWorkersTests(unittest.TestCase):
         self.assertEqual(self.workers.ready, 2)
 
     @defer.inlineCallbacks
+    def test_a_hook_that_ends_its_worker_fails_the_batch_as_ended(self) -> Any:
+        """The batch in flight fails with WorkerEnded naming its messages and the exit; the
+        worker is replaced and decides the next batch."""
+        yield self.wait_ready(2)
+        config = self.config.model_copy(update={"transformer": [
+            *self.config.transformer,
+            PythonStep(python="tests.channels.hook_samples:ends_the_process")]})
+        self.configs = {config.name: config}
+        raw = corpus_messages(1)[0]
+        first, rest = raw.split(b"\r", 1)
+        fields = first.split(b"|")
+        fields[9] = b"END-THE-PROCESS"
+        fatal = b"|".join(fields) + b"\r" + rest
+        ended = yield self.assertFailure(
+            self.workers.decide([(1, config.name, fatal), (2, config.name, raw)]), WorkerEnded)
+        self.assertEqual((ended.message_ids, ended.how), ((1,), "exit 3"))
+        yield self.wait_ready(2)
+        answers = yield self.workers.decide([(3, config.name, raw)])
+        self.assertIn(b"HOOKED", answers[0].outputs[0].payload)
+
+    @defer.inlineCallbacks
     def test_a_worker_that_dies_is_replaced(self) -> Any:
-        """Its batch fails with WorkersUnavailable (the router decides it itself)."""
+        """Its batch fails with WorkersUnavailable (WorkerEnded when it was in flight)."""
         yield self.wait_ready(2)
         for child in self.workers._children:
             os.kill(child.transport.pid, signal.SIGKILL)
@@ -189,17 +211,26 @@ def _alive(pid: int) -> bool:
 
 
 class FakeWorkers:
-    """Answers with given decisions, or is unavailable; remembers what it was asked."""
+    """Answers with given decisions, or is unavailable; remembers what it was asked.
 
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
+    `answers` are used one per batch (the last one for every batch after)."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
         self.asked: list[list[tuple[int, str, bytes]]] = []
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        self.waited: list[float] = []
 
     def decide(self, items: list[tuple[int, str, bytes]]) -> defer.Deferred[list[Any]]:
         self.asked.append(list(items))
-        if isinstance(self.answer, Exception):
-            return defer.fail(self.answer)
-        return defer.succeed([self.answer(item) for item in items])
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed([answer(item) for item in items])
+
+    def when_ready(self, timeout: float) -> defer.Deferred[None]:
+        self.waited.append(timeout)
+        return self.ready
 
 
 class NeverHere:
@@ -271,6 +302,84 @@ def test_messages_a_worker_never_answered_are_errors_and_not_decided_here() -> N
     assert [(r.message_id, r.status.value, r.error) for r in recorded] == [
         (1, "ERROR", "pipeline gave no answer in 60 s (worker restarted)"),
         (2, pipeline.run(raw).verdict.value, None)]
+
+
+class Hooked(NeverHere):
+    """A pipeline with a Python hook: never to be run in the engine process."""
+
+    hooks: ClassVar[dict[str, str]] = {"site_hooks:tag": ""}
+
+
+def hooked_and_plain() -> tuple[Any, Any]:
+    """A lookup giving "hooked" a hook-running pipeline and "inbound" the example's."""
+    _, pipeline = inbound_config()
+    return (lambda channel: Hooked() if channel == "hooked" else pipeline), pipeline
+
+
+def test_a_worker_that_ended_leaves_hook_messages_error_and_decides_the_rest_here() -> None:
+    """One of a hook-running channel's messages may have ended the worker: they are ERROR
+    (to be reprocessed); a channel without hooks cannot have, and is decided here."""
+    recorded: list[Any] = []
+    clock = task.Clock()
+    lookup, pipeline = hooked_and_plain()
+    raw = corpus_messages(1)[0]
+    router = Router(lambda r: recorded.extend(r) or defer.succeed(None), clock, lookup,
+                    workers=FakeWorkers(WorkerEnded([1, 2], "signal 11")))  # type: ignore[arg-type]
+    route_all(router, clock, [(1, "hooked", b"MSH|x"), (2, "inbound", raw)])
+    text = "pipeline worker ended (signal 11) while deciding; reprocess once fixed"
+    assert [(r.message_id, r.status.value, r.error) for r in recorded] == [
+        (1, "ERROR", text), (2, pipeline.run(raw).verdict.value, None)]
+
+
+def test_with_no_worker_running_a_batch_with_hooks_waits_for_one() -> None:
+    """Nothing is recorded (or run here) until a worker is back; then it decides."""
+    recorded: list[Any] = []
+    clock = task.Clock()
+    lookup, _ = hooked_and_plain()
+    decision = Decision(Verdict.FILTERED, "filtered by the hook")
+    workers = FakeWorkers(WorkersUnavailable("none running"), lambda item: decision)
+    router = Router(lambda r: recorded.extend(r) or defer.succeed(None), clock, lookup,
+                    workers=workers)  # type: ignore[arg-type]
+    route_all(router, clock, [(1, "hooked", b"MSH|x")])
+    route_all(router, clock, [(2, "hooked", b"MSH|y")])
+    assert (recorded, workers.waited) == ([], [WORKER_WAIT_SECONDS])
+    workers.ready.callback(None)
+    assert [(r.message_id, r.reason) for r in recorded] == [
+        (1, "filtered by the hook"), (2, "filtered by the hook")]
+    assert [[mid for mid, _, _ in batch] for batch in workers.asked] == [[1], [1], [2]]
+
+
+def test_when_no_worker_comes_back_hook_messages_are_errors() -> None:
+    recorded: list[Any] = []
+    clock = task.Clock()
+    lookup, pipeline = hooked_and_plain()
+    raw = corpus_messages(1)[0]
+    workers = FakeWorkers(WorkersUnavailable("none running"))
+    router = Router(lambda r: recorded.extend(r) or defer.succeed(None), clock, lookup,
+                    workers=workers)  # type: ignore[arg-type]
+    route_all(router, clock, [(1, "hooked", b"MSH|x"), (2, "inbound", raw)])
+    workers.ready.errback(WorkersUnavailable("no pipeline worker ready in 60 s"))
+    assert [(r.message_id, r.status.value, r.error) for r in recorded] == [
+        (1, "ERROR", "no pipeline worker: no pipeline worker ready in 60 s; reprocess once "
+                     "one runs"),
+        (2, pipeline.run(raw).verdict.value, None)]
+
+
+def test_waiting_for_a_worker_ends_when_one_is_ready_or_at_the_timeout() -> None:
+    clock = task.Clock()
+    workers = PipelineWorkers(clock, 1, dict)
+    outcomes: list[Any] = []
+    workers.when_ready(5).addBoth(outcomes.append)
+    workers.when_ready(50).addBoth(outcomes.append)
+    clock.advance(5)
+    assert len(outcomes) == 1 and outcomes[0].check(WorkersUnavailable)
+    child = _Child(workers)
+    child.transport = type("Transport", (), {"pid": 1})()  # type: ignore[assignment]
+    workers._ready(child)
+    assert outcomes[1:] == [None] and not clock.getDelayedCalls()
+    workers.when_ready(5).addBoth(outcomes.append)
+    workers.stop()
+    assert outcomes[2].check(WorkersUnavailable)
 
 
 def test_a_defect_in_a_worker_is_an_error_on_the_message() -> None:

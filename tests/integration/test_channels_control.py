@@ -173,3 +173,33 @@ def test_an_edited_hook_module_is_picked_up_by_a_reload(tmp_path: Path) -> None:
         assert engine.api("POST", "channels/reload")[1]["changes"]["redeployed"] == []
     finally:
         assert engine.stop() == 0
+
+
+def test_a_hook_that_ends_its_process_takes_only_its_message_down(tmp_path: Path) -> None:
+    """A hook that ends the interpreter ends a pipeline worker, never the engine: its
+    message is ERROR (reprocessable), the worker is replaced, and routing goes on."""
+    source_port = free_port()
+    out = tmp_path / "out"
+    out.mkdir()
+    channels = tmp_path / "channels"
+    channel_file(channels, source_port, out, extra=(
+        "transformer:\n  - python: tests.channels.hook_samples:ends_the_process\n"))
+    engine = start_engine(tmp_path / "data", channels=channels)
+    try:
+        wait_until(lambda: not refused(source_port))
+        assert msa(send(source_port, with_control_id("END-THE-PROCESS")))[1] in (b"AA", b"CA")
+
+        def rows() -> dict[str, dict[str, object]]:
+            listing = engine.run_cli("messages", "list", "--format", "jsonl").stdout
+            return {r["control_id"]: r for r in map(json.loads, listing.splitlines())}
+
+        wait_until(lambda: rows().get("END-THE-PROCESS", {}).get("status") == "ERROR")
+        assert engine.proc.poll() is None
+        assert msa(send(source_port, with_control_id("AFTER-1")))[1] in (b"AA", b"CA")
+        wait_until(lambda: rows().get("AFTER-1", {}).get("status") == "SENT")
+        [delivered] = list(out.iterdir())
+        assert b"HOOKED" in delivered.read_bytes()
+        shown = engine.api("GET", f"messages/{rows()['END-THE-PROCESS']['id']}")[1]
+        assert "pipeline worker ended (exit 3)" in json.dumps(shown)
+    finally:
+        assert engine.stop() == 0
