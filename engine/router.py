@@ -58,11 +58,11 @@ ROOM_HIGH = 5000
 ROOM_LOW = 2500
 """Messages waiting for a decision above which sources hold their answers (`room`), and
 below which they answer again."""
+ROOM_MAX_WAIT_SECONDS = 5.0
+"""The longest an answer is held for room: well inside any sender's ACK timeout."""
 WORKER_WAIT_SECONDS = 60.0
 """How long a batch with hooks waits for a pipeline worker (restarts back off to 30 s)
 before its hook-running messages are ERROR."""
-ROOM_MAX_WAIT_SECONDS = 5.0
-"""The longest an answer is held for room: well inside any sender's ACK timeout."""
 _STATUS = {Verdict.QUEUED: Status.QUEUED, Verdict.FILTERED: Status.FILTERED,
            Verdict.ERROR: Status.ERROR}
 

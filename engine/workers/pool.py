@@ -266,11 +266,7 @@ class PipelineWorkers:
         share = -(-len(items) // len(children))
         parts = [children[k].decide(items[k * share:(k + 1) * share])
                  for k in range(len(children)) if items[k * share:(k + 1) * share]]
-        d = defer.gatherResults(parts, consumeErrors=True)
-        d.addCallback(lambda answers: [a for answer in answers for a in answer])
-        d.addErrback(lambda f: f.value.subFailure
-                     if isinstance(f.value, defer.FirstError) else f)
-        return d
+        return defer.DeferredList(parts, consumeErrors=True).addCallback(_joined)
 
     def when_ready(self, timeout: float) -> defer.Deferred[None]:
         """Fires once a worker runs (at once if one does); fails with WorkersUnavailable
@@ -329,6 +325,22 @@ def frame_socket_pair() -> tuple[socket.socket, socket.socket]:
                 end.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
     ours.setblocking(False)
     return ours, theirs
+
+
+def _joined(results: list[tuple[bool, Any]]) -> list[Any] | Failure:
+    """The parts' answers in order; or the failure, with the messages of every part a
+    worker was lost on (two workers may end on the same hook in one batch)."""
+    failures = [result for ok, result in results if not ok]
+    if not failures:
+        return [a for _, answers in results for a in answers]
+    lost = [f.value for f in failures if isinstance(f.value, WorkerEnded | WorkerOverdue)]
+    if len(lost) < 2:
+        return Failure(lost[0]) if lost else failures[0]
+    ids = [mid for e in lost for mid in e.message_ids]
+    ended = [e for e in lost if isinstance(e, WorkerEnded)]
+    overdue = [e for e in lost if isinstance(e, WorkerOverdue)]
+    return Failure(WorkerEnded(ids, ended[0].how) if ended
+                   else WorkerOverdue(ids, overdue[0].seconds))
 
 
 def _how_it_ended(reason: Failure) -> str:

@@ -162,6 +162,11 @@ class PipelineWorkersTests(unittest.TestCase):
             self.workers.decide([(1, config.name, fatal), (2, config.name, raw)]), WorkerEnded)
         self.assertEqual((ended.message_ids, ended.how), ((1,), "exit 3"))
         yield self.wait_ready(2)
+        both = yield self.assertFailure(
+            self.workers.decide([(4, config.name, fatal), (5, config.name, fatal)]),
+            WorkerEnded)
+        self.assertEqual(both.message_ids, (4, 5))  # one part per worker, both lost
+        yield self.wait_ready(2)
         answers = yield self.workers.decide([(3, config.name, raw)])
         self.assertIn(b"HOOKED", answers[0].outputs[0].payload)
 
